@@ -1,0 +1,3 @@
+from rollback_verifier.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Builds the local cluster's binaries (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, kwok, kwokctl, helm, promtool) from the versions pinned in
+# versions.env, through the Go module proxy, into a cache folder outside the repo.
+# A build whose key (versions + this script) is already cached is reused at once.
+#
+# Prints the bin folder on stdout; progress and errors go to stderr.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+die() { echo "build-binaries: $*" >&2; exit 1; }
+say() { echo "build-binaries: $*" >&2; }
+
+command -v go >/dev/null 2>&1 || die "no 'go' on PATH. Install Go >= 1.26 (e.g. apt-get install golang-go, or your distribution's Go) and retry."
+
+cache_root=${RV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rollback-verifier}
+key=$(cat "$here/versions.env" "$here/build-binaries.sh" | sha256sum | cut -c1-12)
+bin="$cache_root/bin-$key"
+work="$cache_root/build-$key"
+log_dir="$cache_root/logs"
+mkdir -p "$log_dir"
+
+wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm promtool)
+have_all() { for b in "${wanted[@]}"; do [ -x "$bin/$b" ] || return 1; done; }
+if have_all; then echo "$bin"; exit 0; fi
+
+mkdir -p "$bin" "$work"
+export CGO_ENABLED=0 GOFLAGS=-mod=mod GOWORK=off
+log="$log_dir/build-$key.log"
+: >"$log"
+run() { # run <what> <cmd...>: the command's output goes to the log; on failure, its tail is shown
+  local what=$1; shift
+  say "$what"
+  if ! "$@" >>"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    die "$what failed (full log: $log). Check that the Go module proxy is reachable (go env GOPROXY) and that the disk has a few GB free."
+  fi
+}
+
+# k8s.io/kubernetes replaces every staging module with a local path, so `go install
+# pkg@version` refuses it; a wrapper module that pins each staging module instead builds it.
+kube_minor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)
+staging_version="v0.${KUBERNETES_VERSION#v1.}"
+build_kubernetes() {
+  local mod="$work/kubernetes"
+  mkdir -p "$mod"
+  local upstream
+  upstream=$(curl -fsS "$(go env GOPROXY | cut -d, -f1)/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.mod") \
+    || die "cannot read k8s.io/kubernetes@$KUBERNETES_VERSION's go.mod from the Go module proxy"
+  {
+    echo "module rollback-verifier.local/cluster-kubernetes"
+    echo "$upstream" | grep -E '^go [0-9]'
+    echo "$upstream" | grep -E '^godebug' || true
+    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+    echo "replace ("
+    echo "$upstream" | sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' \
+      | while read -r m; do echo "  $m => $m $staging_version"; done
+    echo ")"
+  } >"$mod/go.mod"
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local v pkgs=() ldflags=""
+  for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $v.gitVersion=$KUBERNETES_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$kube_minor"
+    ldflags+=" -X $v.gitTreeState=clean -X $v.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$mod" && run "resolving Kubernetes $KUBERNETES_VERSION modules" go get "${pkgs[@]/%/@$KUBERNETES_VERSION}")
+  (cd "$mod" && run "compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (slow on a cold cache)" \
+    go build -trimpath -tags selinux,notest -ldflags "-s -w$ldflags" -o "$bin/" "${pkgs[@]}")
+}
+
+# etcd's server module has relative replaces too: same wrapper trick.
+build_etcd() {
+  local mod="$work/etcd"
+  mkdir -p "$mod"
+  printf 'module rollback-verifier.local/cluster-etcd\n\ngo 1.26\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$mod/go.mod"
+  (cd "$mod" && run "resolving etcd $ETCD_VERSION" go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION")
+  (cd "$mod" && run "compiling etcd" go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
+}
+
+go_install() { # go_install <what> <pkg@version>: modules without replaces install directly
+  local what=$1 pkg=$2
+  run "compiling $what" env GOBIN="$bin" go install -trimpath -ldflags "-s -w" "$pkg"
+}
+
+[ -x "$bin/etcd" ] || build_etcd
+[ -x "$bin/kube-apiserver" ] && [ -x "$bin/kubectl" ] || build_kubernetes
+[ -x "$bin/kwok" ] || go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+[ -x "$bin/kwokctl" ] || go_install kwokctl "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
+[ -x "$bin/helm" ] || go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+[ -x "$bin/promtool" ] || go_install promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+
+have_all || die "some binaries are missing from $bin after the build (see $log)"
+say "binaries ready in $bin"
+echo "$bin"
