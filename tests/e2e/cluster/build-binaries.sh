@@ -2,7 +2,7 @@
 # Builds the local cluster's binaries (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, kwok, kwokctl, helm, promtool) from the versions pinned in
 # versions.env, through the Go module proxy, into a cache folder outside the repo.
-# A build whose key (versions + this script) is already cached is reused at once.
+# A build whose key (versions.env + the recipe number) is already cached is reused at once.
 #
 # Prints the bin folder on stdout; progress and errors go to stderr.
 set -euo pipefail
@@ -17,7 +17,9 @@ say() { echo "build-binaries: $*" >&2; }
 command -v go >/dev/null 2>&1 || die "no 'go' on PATH. Install Go >= 1.26 (e.g. apt-get install golang-go, or your distribution's Go) and retry."
 
 cache_root=${RV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rollback-verifier}
-key=$(cat "$here/versions.env" "$here/build-binaries.sh" | sha256sum | cut -c1-12)
+# Bump when the build recipe below changes in a way that changes the binaries.
+recipe=1
+key=$( (cat "$here/versions.env"; echo "recipe=$recipe") | sha256sum | cut -c1-12)
 bin="$cache_root/bin-$key"
 work="$cache_root/build-$key"
 log_dir="$cache_root/logs"

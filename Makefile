@@ -1,0 +1,58 @@
+# The project's verbs. CI runs `make test`, exactly as a user does.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CLUSTER := tests/e2e/cluster/cluster.sh
+
+.PHONY: help install tools cluster-up cluster-down test unit integration e2e lint crds demo bench clean
+
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed ## create .venv with the project and its test tools
+
+tools: ## build (or reuse) etcd, kube-*, kubectl, kwok, helm, promtool in the cache folder
+	@tests/e2e/cluster/build-binaries.sh >/dev/null
+
+cluster-up: tools ## start the local cluster (prints the env to use it)
+	@$(CLUSTER) up
+
+cluster-down: ## stop the local cluster
+	@$(CLUSTER) down
+
+test: install tools ## every test: unit, integration (real helm/git/promtool) and e2e (starts the local cluster)
+	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest
+
+unit: install ## fast tests of the pure core
+	@$(BIN)/pytest tests/unit
+
+integration: install tools ## tests with real helm, git, promtool and lua, no cluster
+	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest tests/integration
+
+e2e: install tools ## the e2e suite on the local cluster (starts it, or uses RV_E2E_KUBECONFIG)
+	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest tests/e2e
+
+lint: install ## ruff, mypy, and the CRD drift check
+	@$(BIN)/ruff check operator tests bench
+	@$(BIN)/ruff format --check operator tests bench
+	@$(BIN)/mypy
+	@$(BIN)/pytest -q tests/unit/test_crd.py
+
+crds: install ## regenerate the CRD from the API models
+	@$(BIN)/rollback-verifier crds --write deploy/crds --write deploy/chart/crds
+
+demo: install tools ## the main job: a real rollback on the local cluster, verified
+	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/python demo/demo.py
+
+bench: install tools ## benchmarks on the local cluster (figures go in the README)
+	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/python -m bench
+
+clean: cluster-down ## stop the cluster and remove the virtualenv
+	rm -rf $(VENV)

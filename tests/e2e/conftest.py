@@ -1,0 +1,54 @@
+"""The e2e suite runs against the real local cluster (tests/e2e/cluster/cluster.sh).
+
+The session starts its own cluster (named rv-e2e) and tears it down at the end, or uses the
+cluster whose kubeconfig $RV_E2E_KUBECONFIG names, and then leaves it alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.support import Cluster
+
+CLUSTER_SH = Path(__file__).parent / "cluster" / "cluster.sh"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    given = os.environ.get("RV_E2E_KUBECONFIG")
+    if given:
+        yield Cluster(Path(given))
+        return
+    env = {**os.environ, "RV_CLUSTER_NAME": "rv-e2e"}
+    up = subprocess.run([str(CLUSTER_SH), "up"], env=env, capture_output=True, text=True, check=False)
+    if up.returncode != 0:
+        subprocess.run([str(CLUSTER_SH), "down"], env=env, capture_output=True, check=False)
+        pytest.fail(f"the local cluster did not start:\n{up.stderr[-4000:]}", pytrace=False)
+    match = re.search(r"KUBECONFIG=(\S+)", up.stdout)
+    assert match, up.stdout
+    try:
+        yield Cluster(Path(match.group(1)))
+    finally:
+        if os.environ.get("RV_KEEP_CLUSTER") != "1":
+            subprocess.run([str(CLUSTER_SH), "down"], env=env, capture_output=True, check=False)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.wait_for(
+        lambda: cluster.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode == 0,
+        timeout=30,
+        what=f"the default ServiceAccount of {name}",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

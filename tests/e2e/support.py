@@ -1,0 +1,158 @@
+"""Helpers for e2e tests: kubectl and helm against the real local cluster, and bounded waits."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rollback_verifier.tools import find_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENTS_CHART = ROOT / "tests" / "fixtures" / "charts" / "agents"
+CRD_DIR = ROOT / "deploy" / "crds"
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [find_tool("kubectl"), *args],
+            input=input,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+        return proc
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def apply(self, manifest: str, namespace: str | None = None) -> None:
+        ns = ["-n", namespace] if namespace else []
+        self.kubectl(*ns, "apply", "-f", "-", input=manifest)
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [find_tool("helm"), *args], env=self.env, capture_output=True, text=True, timeout=180, check=False
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stderr}")
+        return proc
+
+    def install_crd(self) -> None:
+        self.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
+        self.kubectl("wait", "--for=condition=Established", "crd/rollbackverifications.gitops.proompteng.ai")
+
+    @staticmethod
+    def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+        """Test-side waiting: bounded, and says what it waited for when it gives up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(interval)
+
+    def rollout_status(self, namespace: str, deployment: str, timeout: int = 60) -> None:
+        self.kubectl("-n", namespace, "rollout", "status", f"deployment/{deployment}", f"--timeout={timeout}s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Operator:
+    """`rollback-verifier run` as a host process pointed at the cluster."""
+
+    process: subprocess.Popen[str]
+    metrics_port: int
+    log_path: Path
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process.poll() is None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+@contextmanager
+def running_operator(
+    cluster: Cluster,
+    namespaces: list[str],
+    tmp: Path,
+    settings: Path | None = None,
+    extra: list[str] | None = None,
+) -> Iterator[Operator]:
+    port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    log_path = tmp / f"operator-{port}.log"
+    args = [sys.executable, "-m", "rollback_verifier", "run", "--metrics-port", str(port)]
+    for ns in namespaces:
+        args += ["--namespace", ns]
+    args += ["--cache-dir", str(tmp / "cache")]
+    if settings is not None:
+        args += ["--settings", str(settings)]
+    args += extra or []
+    log_file = log_path.open("w")
+    proc = subprocess.Popen(args, env=cluster.env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
+    op = Operator(proc, port, log_path)
+    try:
+        start_operator_wait(op)
+        yield op
+    finally:
+        op.stop()
+        log_file.close()
+
+
+def start_operator_wait(op: Operator, timeout: float = 30) -> None:
+    import urllib.request
+
+    def ready() -> bool:
+        if op.process.poll() is not None:
+            raise AssertionError(f"the operator exited with {op.process.returncode}:\n{op.log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/readyz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    Cluster.wait_for(ready, timeout, "the operator's /readyz")
