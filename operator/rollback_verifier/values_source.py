@@ -1,0 +1,682 @@
+"""The Helm values a rollback reverted to: a values file in git at a revision, or the inline Helm
+values of an Argo CD history entry's source.
+
+Git is driven through the real `git` binary with a local cache: one bare repository per
+(repository URL, credentials) under the cache folder. The credentials are part of the cache key so
+that a revision fetched with one Secret's credentials is never served, from cache, to a
+verification that has other credentials or none (another namespace may not be allowed to read that
+repository).
+
+Secrets never reach argv, logs or messages: HTTPS username/password go to git through a GIT_ASKPASS
+helper that reads them from the child's environment, an SSH key through a 0600 temporary file named
+in GIT_SSH_COMMAND, and every URL in a message has its user info redacted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import copy
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import shlex
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import yaml
+
+from rollback_verifier.tools import find_tool
+
+logger = logging.getLogger(__name__)
+
+# A values file larger than this is not a values file; refuse rather than load it into memory.
+MAX_VALUES_FILE_BYTES = 8 * 1024 * 1024
+
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_SHORT_SHA = re.compile(r"[0-9a-f]{4,63}")
+# What `git check-ref-format` forbids, plus a leading '-' so that nothing reads as an option.
+_BAD_REVISION = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^[-/.]|[/.]$|\.lock$")
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]*)@")
+_HTTP_SCHEMES = ("http://", "https://")
+
+# Git environment variables that would point our commands at another repository.
+_FOREIGN_GIT_VARIABLES = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_COMMON_DIR",
+    "GIT_PREFIX",
+)
+_ASKPASS_USERNAME_ENV = "RV_GIT_USERNAME"
+_ASKPASS_PASSWORD_ENV = "RV_GIT_PASSWORD"  # noqa: S105 (the name of a variable, not a password)
+# Answers git's "Username for ...:" and "Password for ...:" prompts from the environment, so that
+# the secrets never appear in argv or in a file.
+_ASKPASS_SCRIPT = f"""#!/bin/sh
+case "$1" in
+  [Uu]sername*) printf '%s\\n' "${_ASKPASS_USERNAME_ENV}" ;;
+  *) printf '%s\\n' "${_ASKPASS_PASSWORD_ENV}" ;;
+esac
+"""
+
+
+class ValuesUnavailable(Exception):
+    """The values could not be read; the message (shown to users) names what was missing."""
+
+
+def redact_url(text: str) -> str:
+    """`text` with the user info of every URL hidden.
+
+    For http(s) the whole user info goes (a token is often given as the user name); for other
+    schemes (ssh://git@host) only a password after ':' is hidden.
+    """
+
+    def hide(match: re.Match[str]) -> str:
+        scheme, userinfo = match.group("scheme"), match.group("userinfo")
+        if scheme.lower() in _HTTP_SCHEMES:
+            return f"{scheme}***@"
+        user, colon, _ = userinfo.partition(":")
+        return f"{scheme}{user}:***@" if colon else match.group(0)
+
+    return _URL_USERINFO.sub(hide, text)
+
+
+# --- Credentials --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class GitCredentials:
+    """Repository credentials in Argo CD's repository-Secret format. Never shows its secrets."""
+
+    url: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ssh_private_key: str | None = None
+    insecure: bool = False
+
+    @classmethod
+    def from_secret_data(cls, data: Mapping[str, str]) -> GitCredentials:
+        """From a Secret's `.data` (base64 values): keys `url`, `username`, `password`,
+        `sshPrivateKey`, `insecure` ("true" skips TLS / host key verification). Other keys of the
+        format (`type`, `project`, `name`, `proxy`, `githubApp*`, ...) are ignored.
+
+        Raises ValueError naming the key (never its value) when a value is not base64 UTF-8 text.
+        """
+
+        def decoded(key: str) -> str | None:
+            raw = data.get(key)
+            if raw is None or raw == "":
+                return None
+            try:
+                return base64.b64decode(raw, validate=True).decode("utf-8")
+            except (binascii.Error, ValueError, TypeError):
+                raise ValueError(f"the Secret's key {key} is not base64-encoded UTF-8 text") from None
+
+        insecure = (decoded("insecure") or "").strip().lower() == "true"
+        return cls(
+            url=decoded("url"),
+            username=decoded("username"),
+            password=decoded("password"),
+            ssh_private_key=decoded("sshPrivateKey"),
+            insecure=insecure,
+        )
+
+    def _fingerprint_material(self) -> bytes:
+        parts = (self.username or "", self.password or "", self.ssh_private_key or "", str(self.insecure))
+        return "\0".join(parts).encode()
+
+    def __repr__(self) -> str:
+        def state(value: str | None) -> str:
+            return "<set>" if value else "<unset>"
+
+        url = redact_url(self.url) if self.url else None
+        return (
+            f"GitCredentials(url={url!r}, username={self.username!r}, password={state(self.password)}, "
+            f"ssh_private_key={state(self.ssh_private_key)}, insecure={self.insecure})"
+        )
+
+    __str__ = __repr__
+
+
+def _split_userinfo(repo_url: str) -> tuple[str, str | None, str | None]:
+    """(URL without user info, user, password) for http(s) URLs; other URLs are left alone."""
+    lowered = repo_url.lower()
+    if not lowered.startswith(_HTTP_SCHEMES):
+        return repo_url, None, None
+    scheme_end = repo_url.index("://") + 3
+    authority_end = len(repo_url)
+    for separator in "/?#":
+        found = repo_url.find(separator, scheme_end)
+        if found != -1:
+            authority_end = min(authority_end, found)
+    authority = repo_url[scheme_end:authority_end]
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return repo_url, None, None
+    user, colon, password = userinfo.partition(":")
+    clean = repo_url[:scheme_end] + host + repo_url[authority_end:]
+    return clean, unquote(user) or None, unquote(password) if colon else None
+
+
+# --- Git ----------------------------------------------------------------------------------
+
+_LOCKS_GUARD = threading.Lock()
+_FOLDER_LOCKS: dict[Path, threading.Lock] = {}
+
+
+def _folder_lock(folder: Path) -> threading.Lock:
+    """One lock per cache folder, shared by every reader in this process."""
+    with _LOCKS_GUARD:
+        return _FOLDER_LOCKS.setdefault(folder, threading.Lock())
+
+
+class _GitTimeout(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _GitResult:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+class GitValuesReader:
+    """Reads files at revisions of git repositories, through a local cache of fetched revisions.
+
+    - A full commit SHA already in the cache is read with no network access.
+    - Any other revision (branch, tag, `HEAD`, short SHA) is fetched fresh every time: a moved
+      branch is never served stale, and a deleted one is reported as missing.
+    - A full SHA not in the cache is fetched by SHA, or, when the server refuses that, by fetching
+      all branches and tags.
+    - Every call finishes within about `timeout_seconds` (waiting for another thread on the same
+      repository included); a hung remote ends in ValuesUnavailable.
+    - Thread-safe: one lock per cache folder.
+    """
+
+    def __init__(self, cache_dir: Path, git: str | None = None, timeout_seconds: float = 60) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.git = git or find_tool("git")
+        self.timeout_seconds = timeout_seconds
+        self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._askpass = self._install_askpass()
+        self._salt = self._credentials_salt()
+
+    # Public API
+
+    def read_values(
+        self, repo_url: str, revision: str, path: str, credentials: GitCredentials | None = None
+    ) -> dict[str, Any]:
+        """The YAML mapping in `path` at `revision`. An empty file is `{}` (as Helm reads it)."""
+        clean_path = _clean_path(path)
+        with self._session(repo_url, credentials) as session:
+            sha = session.resolve(revision)
+            text = session.read_file(sha, clean_path, revision)
+        where = f"{clean_path} at revision {_shown_revision(revision, sha)} of {session.shown_url}"
+        try:
+            loaded = yaml.safe_load(text)
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise ValuesUnavailable(f"{where} is not valid YAML: {_yaml_problem(exc)}") from None
+        if loaded is None:
+            return {}
+        if not isinstance(loaded, dict):
+            raise ValuesUnavailable(f"{where} is not a YAML mapping (it holds a {_kind(loaded)})")
+        return loaded
+
+    def resolve(self, repo_url: str, revision: str, credentials: GitCredentials | None = None) -> str:
+        """The full commit SHA that `revision` names."""
+        with self._session(repo_url, credentials) as session:
+            return session.resolve(revision)
+
+    def is_ancestor(self, repo_url: str, older: str, newer: str, credentials: GitCredentials | None = None) -> bool:
+        """Whether `older` is an ancestor of (or the same commit as) `newer`."""
+        with self._session(repo_url, credentials) as session:
+            older_sha = session.resolve(older)
+            newer_sha = session.resolve(newer)
+            result = session.git("merge-base", "--is-ancestor", older_sha, newer_sha, check=False)
+            if result.returncode in (0, 1):
+                return result.returncode == 0
+            raise ValuesUnavailable(
+                f"cannot tell whether {older} is an ancestor of {newer} in {session.shown_url}: "
+                f"{session.redact(result.stderr)}"
+            )
+
+    # Set-up
+
+    def _install_askpass(self) -> Path:
+        script = self.cache_dir / ".rv-git-askpass"
+        if not script.is_file() or script.read_text() != _ASKPASS_SCRIPT:
+            temporary = script.with_name(f"{script.name}.{os.getpid()}.{threading.get_ident()}")
+            temporary.write_text(_ASKPASS_SCRIPT)
+            temporary.chmod(0o700)
+            temporary.replace(script)
+        return script
+
+    def _credentials_salt(self) -> bytes:
+        """A random key, kept in the cache, so folder names reveal nothing about the credentials."""
+        salt_file = self.cache_dir / ".rv-credentials-salt"
+        with contextlib.suppress(FileExistsError):
+            descriptor = os.open(salt_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as stream:
+                stream.write(secrets.token_bytes(32))
+        salt = salt_file.read_bytes()
+        if len(salt) != 32:  # a write cut short: start over with a fresh salt
+            salt = secrets.token_bytes(32)
+            salt_file.write_bytes(salt)
+        return salt
+
+    def _cache_folder(self, url: str, credentials: GitCredentials | None) -> Path:
+        material = credentials._fingerprint_material() if credentials else b""
+        fingerprint = hmac.new(self._salt, material, hashlib.sha256).hexdigest() if material else "anonymous"
+        key = hashlib.sha256(f"{url}\n{fingerprint}".encode()).hexdigest()[:32]
+        return self.cache_dir / f"{key}.git"
+
+    @contextlib.contextmanager
+    def _session(self, repo_url: str, credentials: GitCredentials | None) -> Iterator[_GitSession]:
+        deadline = time.monotonic() + self.timeout_seconds
+        if not isinstance(repo_url, str) or not repo_url.strip():
+            raise ValuesUnavailable("no git repository URL was given")
+        shown_url = redact_url(repo_url)
+        if repo_url.startswith("-") or any(c in repo_url for c in "\0\n\r"):
+            raise ValuesUnavailable(f"{shown_url!r} is not a git repository URL")
+        url, url_user, url_password = _split_userinfo(repo_url.strip())
+        username = credentials.username if credentials and credentials.username else url_user
+        password = credentials.password if credentials and credentials.password else url_password
+        effective = GitCredentials(
+            url=credentials.url if credentials else None,
+            username=username,
+            password=password,
+            ssh_private_key=credentials.ssh_private_key if credentials else None,
+            insecure=credentials.insecure if credentials else False,
+        )
+        has_secrets = bool(username or password or effective.ssh_private_key or effective.insecure)
+        folder = self._cache_folder(url, effective if has_secrets else None)
+
+        lock = _folder_lock(folder)
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise ValuesUnavailable(
+                f"timed out after {self.timeout_seconds:g}s waiting for another read of {shown_url}"
+            )
+        key_file: Path | None = None
+        try:
+            if effective.ssh_private_key:
+                key_file = _write_private_key(effective.ssh_private_key)
+            env = self._environment(effective, key_file)
+            session = _GitSession(
+                git=self.git,
+                folder=folder,
+                url=url,
+                shown_url=shown_url,
+                env=env,
+                deadline=deadline,
+                timeout_seconds=self.timeout_seconds,
+                secret_values=tuple(s for s in (password, effective.ssh_private_key) if s),
+                insecure=effective.insecure,
+            )
+            session.ensure_repository()
+            yield session
+        finally:
+            if key_file is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    key_file.unlink()
+            lock.release()
+
+    def _environment(self, credentials: GitCredentials, key_file: Path | None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_GIT_VARIABLES}
+        env.pop(_ASKPASS_USERNAME_ENV, None)
+        env.pop(_ASKPASS_PASSWORD_ENV, None)
+        env.update(
+            GIT_TERMINAL_PROMPT="0",  # fail instead of prompting
+            GIT_ASKPASS=str(self._askpass),
+            LC_ALL="C",  # stable, English messages
+        )
+        if credentials.username:
+            env[_ASKPASS_USERNAME_ENV] = credentials.username
+        if credentials.password:
+            env[_ASKPASS_PASSWORD_ENV] = credentials.password
+        ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(self.timeout_seconds))}"]
+        if key_file is not None:
+            ssh += ["-i", str(key_file), "-o", "IdentitiesOnly=yes"]
+        if credentials.insecure:
+            ssh += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        env["GIT_SSH_COMMAND"] = shlex.join(ssh)
+        return env
+
+
+def _write_private_key(key: str) -> Path:
+    descriptor, name = tempfile.mkstemp(prefix="rv-ssh-key-")  # created 0600
+    with os.fdopen(descriptor, "w") as stream:
+        stream.write(key if key.endswith("\n") else key + "\n")  # ssh rejects a key without it
+    return Path(name)
+
+
+class _GitSession:
+    """git commands on one cache folder, under its lock, within one deadline."""
+
+    def __init__(
+        self,
+        *,
+        git: str,
+        folder: Path,
+        url: str,
+        shown_url: str,
+        env: dict[str, str],
+        deadline: float,
+        timeout_seconds: float,
+        secret_values: tuple[str, ...],
+        insecure: bool,
+    ) -> None:
+        self._git = git
+        self.folder = folder
+        self.url = url
+        self.shown_url = shown_url
+        self._env = env
+        self._deadline = deadline
+        self._timeout_seconds = timeout_seconds
+        self._secrets = secret_values
+        self._insecure = insecure
+
+    def redact(self, text: str) -> str:
+        text = redact_url(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text.strip()
+
+    def git(self, *args: str, check: bool = True, network: bool = False) -> _GitResult:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise _GitTimeout
+        config = ["-c", "credential.helper="]  # no stored credentials read, none written
+        if network and self._insecure:
+            config += ["-c", "http.sslVerify=false"]
+        argv = [self._git, *config, f"--git-dir={self.folder}", *args]
+        logger.debug("git %s (%s)", args[0], self.shown_url)
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self._env,
+            start_new_session=True,  # so that a timeout can kill git's helpers (remote-http, ssh) too
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise _GitTimeout from None
+        result = _GitResult(process.returncode, stdout, stderr.decode("utf-8", "replace"))
+        if check and result.returncode != 0:
+            raise ValuesUnavailable(f"git {args[0]} failed for {self.shown_url}: {self._git_error(result)}")
+        return result
+
+    def _git_error(self, result: _GitResult) -> str:
+        """git's own explanation: its first `fatal:`/`error:` line (later lines are generic advice)."""
+        lines = [line.strip() for line in self.redact(result.stderr).splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith(("fatal:", "error:"))]
+        if errors:
+            return errors[0]
+        return lines[-1] if lines else f"exit status {result.returncode}"
+
+    def ensure_repository(self) -> None:
+        if (self.folder / "HEAD").is_file():
+            return
+        try:
+            subprocess.run(
+                [self._git, "init", "--quiet", "--bare", str(self.folder)],
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=True,
+                timeout=max(1.0, self._deadline - time.monotonic()),
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            raise ValuesUnavailable(f"cannot create the git cache for {self.shown_url}: {exc}") from None
+
+    def _timed_out(self, doing: str) -> ValuesUnavailable:
+        return ValuesUnavailable(
+            f"timed out after {self._timeout_seconds:g}s {doing} {self.shown_url} (is the remote reachable?)"
+        )
+
+    def _has_commit(self, sha: str) -> bool:
+        return self.git("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
+
+    def _fetch(self, *refspecs: str, prune: bool = False) -> _GitResult:
+        options = ["--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head"]
+        if prune:
+            options.append("--prune")
+        return self.git("fetch", *options, "--", self.url, *refspecs, check=False, network=True)
+
+    def _fetch_branches_and_tags(self, revision: str, include_head: bool = False) -> None:
+        refspecs = ["+refs/heads/*:refs/rv/heads/*", "+refs/tags/*:refs/rv/tags/*"]
+        if include_head:
+            refspecs.append("+HEAD:refs/rv/HEAD")
+        result = self._fetch(*refspecs, prune=True)
+        if result.returncode != 0:
+            raise ValuesUnavailable(
+                f"cannot fetch revision {revision} from {self.shown_url}: {self._git_error(result)}"
+            )
+
+    def _lookup(self, revision: str) -> str | None:
+        if revision == "HEAD":
+            candidates = ["refs/rv/HEAD"]
+        elif revision.startswith("refs/heads/"):
+            candidates = ["refs/rv/heads/" + revision.removeprefix("refs/heads/")]
+        elif revision.startswith("refs/tags/"):
+            candidates = ["refs/rv/tags/" + revision.removeprefix("refs/tags/")]
+        else:
+            candidates = [f"refs/rv/heads/{revision}", f"refs/rv/tags/{revision}"]
+            if _SHORT_SHA.fullmatch(revision):
+                candidates.append(revision)
+        for candidate in candidates:
+            result = self.git("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", check=False)
+            if result.returncode == 0:
+                return result.stdout.decode().strip()
+        return None
+
+    def resolve(self, revision: str) -> str:
+        """The full SHA of `revision`, fetching only when the cache cannot answer."""
+        revision = revision.strip() if isinstance(revision, str) else ""
+        if not revision:
+            raise ValuesUnavailable(f"no revision was given to read from {self.shown_url}")
+        if _BAD_REVISION.search(revision) or len(revision) > 256:
+            raise ValuesUnavailable(f"{revision[:80]!r} is not a valid git revision")
+        try:
+            if _FULL_SHA.fullmatch(revision.lower()):
+                sha = revision.lower()
+                if self._has_commit(sha):
+                    logger.debug("revision %s of %s served from the cache", sha, self.shown_url)
+                else:
+                    self._fetch_commit(sha)
+            else:
+                self._fetch_branches_and_tags(revision, include_head=revision == "HEAD")
+                found = self._lookup(revision)
+                if found is None:
+                    raise ValuesUnavailable(
+                        f"revision {revision} not found in {self.shown_url} (no branch, tag or commit by that name)"
+                    )
+                sha = found
+            # A ref per resolved commit keeps it from garbage collection once no branch holds it.
+            self.git("update-ref", f"refs/rv/commits/{sha}", sha)
+        except _GitTimeout:
+            raise self._timed_out(f"fetching revision {revision} from") from None
+        return sha
+
+    def _fetch_commit(self, sha: str) -> None:
+        logger.debug("fetching commit %s from %s", sha, self.shown_url)
+        by_sha = self._fetch(f"+{sha}:refs/rv/commits/{sha}")
+        if by_sha.returncode == 0 and self._has_commit(sha):
+            return
+        # Not every server lets a client fetch a commit by SHA: fetch everything, then look.
+        logger.debug("fetch by SHA refused (%s); fetching branches and tags", self._git_error(by_sha))
+        self._fetch_branches_and_tags(sha)
+        if not self._has_commit(sha):
+            raise ValuesUnavailable(f"revision {sha} not found in {self.shown_url}")
+
+    def read_file(self, sha: str, path: str, revision: str) -> str:
+        where = f"at revision {_shown_revision(revision, sha)} of {self.shown_url}"
+        spec = f"{sha}:{path}"
+        try:
+            kind = self.git("cat-file", "-t", spec, check=False)
+            if kind.returncode != 0:
+                raise ValuesUnavailable(f"{path} does not exist {where}")
+            object_type = kind.stdout.decode().strip()
+            if object_type != "blob":
+                raise ValuesUnavailable(f"{path} {where} is a {object_type}, not a file")
+            size = int(self.git("cat-file", "-s", spec).stdout.decode().strip())
+            if size > MAX_VALUES_FILE_BYTES:
+                raise ValuesUnavailable(f"{path} {where} is {size} bytes, too large for a values file")
+            content = self.git("cat-file", "blob", spec).stdout
+        except _GitTimeout:
+            raise self._timed_out(f"reading {path} from") from None
+        try:
+            return content.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValuesUnavailable(f"{path} {where} is not UTF-8 text") from None
+
+
+def _shown_revision(revision: str, sha: str) -> str:
+    revision = revision.strip()
+    return sha if revision.lower() == sha else f"{revision} ({sha})"
+
+
+def _clean_path(path: str) -> str:
+    """A repository-relative path; refuses what could name something outside the tree."""
+    if not isinstance(path, str) or not path.strip():
+        raise ValuesUnavailable("no values file path was given")
+    parts = [p for p in path.strip().split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or any(c in path for c in "\0\n\r"):
+        raise ValuesUnavailable(f"{path!r} is not a file path inside the repository")
+    return "/".join(parts)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def _yaml_problem(exc: yaml.YAMLError | RecursionError) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+# --- Argo CD history entry sources ----------------------------------------------------------
+
+
+def values_from_helm_source(source: Mapping[str, Any]) -> dict[str, Any]:
+    """The inline Helm values of an Argo CD Application source (e.g. `status.history[].source`).
+
+    Argo CD's precedence is `parameters > valuesObject > values > valueFiles`, and its repo-server
+    (`ApplicationSourceHelm.ValuesYAML`) uses `valuesObject` INSTEAD of `values` when both are set:
+    they are not merged. `parameters` (`--helm-set`) are applied on top, typed as `helm --set`
+    types them (true/false, null, integers; `forceString` keeps text); a parameter with a list
+    index (`a[0].b`) is skipped. `valueFiles` cannot be read from the source: use valuesFrom.git.
+
+    Raises ValuesUnavailable when the source has none of these, or when they do not parse.
+    """
+    helm = source.get("helm") if isinstance(source, Mapping) else None
+    if not isinstance(helm, Mapping):
+        raise ValuesUnavailable("the history entry's source has no helm values")
+    values_object = helm.get("valuesObject")
+    values_text = helm.get("values")
+    parameters = helm.get("parameters") or []
+
+    values: dict[str, Any] | None = None
+    if values_object is not None:
+        if not isinstance(values_object, Mapping):
+            raise ValuesUnavailable(
+                f"the history entry's source.helm.valuesObject is a {_kind(values_object)}, not a mapping"
+            )
+        values = copy.deepcopy(dict(values_object))
+    elif values_text not in (None, ""):
+        if not isinstance(values_text, str):
+            raise ValuesUnavailable(
+                f"the history entry's source.helm.values is a {_kind(values_text)}, not a YAML string"
+            )
+        try:
+            loaded = yaml.safe_load(values_text)
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise ValuesUnavailable(
+                f"the history entry's source.helm.values is not valid YAML: {_yaml_problem(exc)}"
+            ) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValuesUnavailable(
+                f"the history entry's source.helm.values is not a YAML mapping (it holds a {_kind(loaded)})"
+            )
+        values = loaded or {}
+
+    if not isinstance(parameters, list):
+        raise ValuesUnavailable("the history entry's source.helm.parameters is not a list")
+    if values is None and not parameters:
+        detail = " (its valueFiles are read with valuesFrom.git)" if helm.get("valueFiles") else ""
+        raise ValuesUnavailable(f"the history entry's source has no helm values{detail}")
+    values = values if values is not None else {}
+    for parameter in parameters:
+        _apply_helm_parameter(values, parameter)
+    return values
+
+
+def _apply_helm_parameter(values: dict[str, Any], parameter: Any) -> None:
+    if not isinstance(parameter, Mapping) or not isinstance(parameter.get("name"), str):
+        raise ValuesUnavailable(f"the history entry has a malformed helm parameter: {parameter!r:.100}")
+    name: str = parameter["name"]
+    if "[" in name or not name:
+        logger.debug("helm parameter %r not applied: list indexes are not supported", name)
+        return
+    raw = parameter.get("value")
+    text = "" if raw is None else str(raw)
+    value = text if parameter.get("forceString") else _helm_set_typed(text)
+    # `a\.b.c` sets key "a.b" then "c", as helm --set reads it.
+    path = [part.replace("\0", ".") for part in name.replace("\\.", "\0").split(".")]
+    node = values
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[path[-1]] = value
+
+
+def _helm_set_typed(text: str) -> Any:
+    """The value `helm --set` makes of `text` (strvals.typedVal)."""
+    lowered = text.lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    if lowered == "null":
+        return None
+    if text == "0":
+        return 0
+    if text and text[0] != "0" and re.fullmatch(r"[+-]?[0-9]+", text):
+        number = int(text)
+        if -(2**63) <= number < 2**63:
+            return number
+    return text
