@@ -1,0 +1,304 @@
+"""The verdict: plain data in (expected images, Deployment and Pod views, Application facts), a phase,
+the most specific reason, a message, per-target status and conditions out. No I/O.
+
+Rules (api.md "When a verification succeeds"): every target rolled out with kubectl's rule, its pod
+template pins the expected image for each checked container, and its running pods show it under
+the digest policy; the Application is Healthy when required. A ProgressDeadlineExceeded fails at
+once; anything else still missing when the deadline passes fails with the most specific reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from rollback_verifier.api import (
+    Condition,
+    DigestPolicy,
+    OrphanedResource,
+    Phase,
+    Reason,
+    Target,
+    TargetStatus,
+)
+from rollback_verifier.images import ImageRef, digest_from_image_id, template_image_matches
+from rollback_verifier.rollout import DeploymentView, PodView, evaluate_rollout, pods_of
+
+# When several things are wrong at the deadline, the reason is the first of these that applies:
+# the most fundamental cause first (a missing Deployment explains everything after it).
+REASON_ORDER = (
+    Reason.TARGET_NOT_FOUND,
+    Reason.PROGRESS_DEADLINE_EXCEEDED,
+    Reason.IMAGE_MISMATCH,
+    Reason.ROLLOUT_TIMEOUT,
+    Reason.DIGEST_MISMATCH,
+    Reason.APPLICATION_UNHEALTHY,
+    Reason.ORPHANED_RESOURCES,
+)
+
+HEALTHY = "Healthy"
+
+
+@dataclass(frozen=True)
+class TargetInput:
+    target: Target  # namespace filled in
+    expected: ImageRef
+    deployment: DeploymentView | None
+    pods: Sequence[PodView] = ()
+
+
+@dataclass(frozen=True)
+class TargetEvaluation:
+    status: TargetStatus
+    problem: Reason | None  # what is still wrong (the failure reason if the deadline passes now)
+    detail: str  # one line for messages
+    notes: tuple[str, ...] = ()  # caveats on a pass (tag-only, runtime digest differs under Auto)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def _runtime_ref(image_id: str, image: str) -> str:
+    """What a container runs, for display: the imageID without its runtime scheme, else the spec image."""
+    if image_id:
+        return image_id.split("://", 1)[-1]
+    return image
+
+
+def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvaluation:
+    t = inp.target
+    where = f"{t.namespace}/{t.name}"
+    expected = inp.expected
+    base = TargetStatus(name=t.name, namespace=t.namespace or "")
+    d = inp.deployment
+    if d is None:
+        return TargetEvaluation(base, Reason.TARGET_NOT_FOUND, f"Deployment {where} not found")
+
+    checked = list(t.containers) if t.containers else list(d.template_images)
+    template = {**d.template_init_images, **d.template_images}
+    status = base.model_copy(
+        update={
+            "expectedImages": {c: str(expected) for c in checked},
+            "replicas": d.spec_replicas,
+            "updatedReplicas": d.updated_replicas,
+            "availableReplicas": d.available_replicas,
+        }
+    )
+    rollout = evaluate_rollout(d)
+    status.rolloutComplete = rollout.complete
+    if rollout.failed:
+        return _with_message(status, Reason.PROGRESS_DEADLINE_EXCEEDED, f"{t.name}: {rollout.message}")
+
+    missing = [c for c in checked if c not in template]
+    if missing:
+        return _with_message(
+            status, Reason.IMAGE_MISMATCH, f"{t.name}: no container {', '.join(missing)} in the pod template"
+        )
+    wrong = [c for c in checked if not template_image_matches(expected, template[c])]
+    if wrong:
+        c = wrong[0]
+        return _with_message(
+            status,
+            Reason.IMAGE_MISMATCH,
+            f"{t.name}: pod template runs {template[c]} in {c}, expected {expected}",
+        )
+    if not rollout.complete:
+        return _with_message(status, Reason.ROLLOUT_TIMEOUT, f"{t.name}: {rollout.message}")
+
+    ready_pods = [p for p in pods_of(d, inp.pods) if p.ready]
+    observed: dict[str, set[str]] = {c: set() for c in checked}
+    problem: Reason | None = None
+    detail = ""
+    notes: list[str] = []
+    verified_all = bool(ready_pods) and expected.digest is not None and policy != DigestPolicy.SPEC
+    for pod in sorted(ready_pods, key=lambda p: p.name):
+        for name in checked:
+            running = pod.container(name)
+            if running is None:
+                problem, detail = (
+                    problem or Reason.IMAGE_MISMATCH,
+                    detail or f"{t.name}: pod {pod.name} has no {name}",
+                )
+                verified_all = False
+                continue
+            observed[name].add(_runtime_ref(running.image_id, running.image))
+            if not template_image_matches(expected, running.image):
+                problem = problem or Reason.IMAGE_MISMATCH
+                detail = detail or f"{t.name}: pod {pod.name} runs {running.image} in {name}, expected {expected}"
+                verified_all = False
+                continue
+            if policy == DigestPolicy.SPEC or expected.digest is None:
+                continue
+            runtime_digest = digest_from_image_id(running.image_id)
+            if runtime_digest == expected.digest:
+                continue
+            verified_all = False
+            if runtime_digest is None:
+                problem = problem or Reason.DIGEST_MISMATCH
+                detail = detail or f"{t.name}: pod {pod.name} has not reported the image digest of {name} yet"
+            elif policy == DigestPolicy.STRICT:
+                problem = problem or Reason.DIGEST_MISMATCH
+                detail = detail or (
+                    f"{t.name}: pod {pod.name} runs digest {runtime_digest} in {name}, expected {expected.digest}"
+                )
+            else:  # Auto: the spec pins the expected digest; the runtime reports another (index vs platform)
+                notes.append(
+                    f"{t.name}: runtime reports {runtime_digest} for {name} while the spec pins {expected.digest}"
+                    " (a multi-arch index resolves to a platform manifest digest), so the digest is not verified"
+                )
+    if expected.digest is None:
+        notes.append(f"{t.name}: only the tag {expected.tag} is pinned, so the digest cannot be verified")
+    elif policy == DigestPolicy.SPEC:
+        notes.append(f"{t.name}: digestPolicy Spec checks the pod spec only")
+    elif not ready_pods and problem is None:
+        notes.append(f"{t.name}: no pods run (0 replicas); the pod template was checked")
+    status.observedImages = {c: sorted(v) for c, v in observed.items()}
+    status.digestsVerified = verified_all and problem is None
+    if problem is not None:
+        return _with_message(status, problem, detail)
+    status.message = "; ".join(notes) or None
+    return TargetEvaluation(status, None, f"{t.name}: verified", tuple(dict.fromkeys(notes)))
+
+
+def _with_message(status: TargetStatus, problem: Reason, detail: str) -> TargetEvaluation:
+    status.message = detail
+    return TargetEvaluation(status, problem, detail)
+
+
+@dataclass(frozen=True)
+class ApplicationFacts:
+    """The Argo CD Application's state, when the verification names one."""
+
+    health: str | None  # status.health.status; None when the Application was not found
+    require_healthy: bool
+    orphans: Sequence[OrphanedResource] = ()
+    fail_on_orphans: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    phase: Phase
+    reason: Reason | None
+    message: str
+    targets: list[TargetStatus]
+    conditions: list[Condition] = field(default_factory=list)
+    orphans: list[OrphanedResource] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        return self.phase in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+def _cond(type_: str, ok: bool, reason: str, message: str = "") -> Condition:
+    return Condition(type=type_, status="True" if ok else "False", reason=reason, message=message)
+
+
+def decide(
+    inputs: Sequence[TargetInput],
+    policy: DigestPolicy | str,
+    application: ApplicationFacts | None,
+    deadline_passed: bool,
+) -> Verdict:
+    evals = [evaluate_target(i, policy) for i in inputs]
+    problems = [e.problem for e in evals if e.problem is not None]
+    app_problem: Reason | None = None
+    app_detail = ""
+    orphans = list(application.orphans) if application else []
+    if application is not None and application.require_healthy and application.health != HEALTHY:
+        app_problem = Reason.APPLICATION_UNHEALTHY
+        app_detail = f"the Application is {application.health or 'not found'}, not Healthy"
+    orphan_problem = bool(application and application.fail_on_orphans and orphans)
+    if app_problem:
+        problems.append(app_problem)
+    if orphan_problem:
+        problems.append(Reason.ORPHANED_RESOURCES)
+
+    total = len(evals)
+    verified = sum(e.ok for e in evals)
+    details = [e.detail for e in evals if not e.ok] + ([app_detail] if app_detail else [])
+    if orphan_problem:
+        details.append(f"{len(orphans)} resources left behind (requiresPruning): {_orphan_names(orphans)}")
+    conditions = _conditions(evals, application, app_problem)
+
+    if not problems:
+        notes = [n for e in evals for n in e.notes]
+        all_verified = all(e.status.digestsVerified for e in evals)
+        how = "digests verified" if all_verified else "digests not all verified: " + "; ".join(notes)
+        message = f"{verified}/{total} Deployments run the reverted images ({how})"
+        if orphans:
+            message += f"; {len(orphans)} resources left behind: {_orphan_names(orphans)}"
+        conditions.append(_cond("Ready", True, Reason.VERIFIED.value, message))
+        return Verdict(Phase.SUCCEEDED, Reason.VERIFIED, message, [e.status for e in evals], conditions, orphans)
+
+    if Reason.PROGRESS_DEADLINE_EXCEEDED in problems or deadline_passed:
+        reason = next(r for r in REASON_ORDER if r in problems)
+        message = "; ".join(details)
+        conditions.append(_cond("Ready", False, reason.value, message))
+        return Verdict(Phase.FAILED, reason, message, [e.status for e in evals], conditions, orphans)
+
+    message = f"{verified}/{total} Deployments verified; waiting: " + "; ".join(details)
+    conditions.append(_cond("Ready", False, "InProgress", message))
+    return Verdict(Phase.RUNNING, None, message, [e.status for e in evals], conditions, orphans)
+
+
+def failed_before_start(reason: Reason, message: str) -> Verdict:
+    """A verification that cannot start: values unavailable or a spec the CRD schema could not reject."""
+    conditions = [
+        _cond("ExpectedImagesResolved", False, reason.value, message),
+        _cond("Ready", False, reason.value, message),
+    ]
+    return Verdict(Phase.FAILED, reason, message, [], conditions)
+
+
+def _orphan_names(orphans: Iterable[OrphanedResource]) -> str:
+    return ", ".join(f"{o.kind}/{o.name}" for o in orphans)
+
+
+def _conditions(
+    evals: Sequence[TargetEvaluation], application: ApplicationFacts | None, app_problem: Reason | None
+) -> list[Condition]:
+    out = [_cond("ExpectedImagesResolved", True, "Resolved", "expected images resolved for every target")]
+    rollout_problem = next(
+        (
+            e
+            for e in evals
+            if e.problem in (Reason.TARGET_NOT_FOUND, Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.ROLLOUT_TIMEOUT)
+        ),
+        None,
+    )
+    if rollout_problem is None:
+        out.append(_cond("RolloutComplete", True, "RolloutComplete", "every target rolled out"))
+    else:
+        reason = rollout_problem.problem.value if rollout_problem.problem else "InProgress"
+        reason = "RolloutInProgress" if reason == Reason.ROLLOUT_TIMEOUT.value else reason
+        out.append(_cond("RolloutComplete", False, reason, rollout_problem.detail))
+    image_problem = next((e for e in evals if e.problem in (Reason.IMAGE_MISMATCH, Reason.DIGEST_MISMATCH)), None)
+    if image_problem is not None and image_problem.problem is not None:
+        out.append(_cond("ImagesMatch", False, image_problem.problem.value, image_problem.detail))
+    elif all(e.ok for e in evals):
+        out.append(_cond("ImagesMatch", True, "ImagesMatch", "every checked container runs the expected image"))
+    else:
+        out.append(_cond("ImagesMatch", False, "Pending", "waiting for the rollouts before checking pods"))
+    if application is not None:
+        healthy = app_problem is None
+        out.append(
+            _cond(
+                "ApplicationHealthy",
+                healthy if application.require_healthy else application.health == HEALTHY,
+                application.health or "NotFound",
+                f"Application health: {application.health or 'not found'}",
+            )
+        )
+    return out
+
+
+def merge_conditions(previous: Iterable[Condition], current: Iterable[Condition], now: str) -> list[Condition]:
+    """metav1.Condition semantics: lastTransitionTime changes only when status changes."""
+    before = {c.type: c for c in previous}
+    merged = []
+    for c in current:
+        old = before.get(c.type)
+        since = old.lastTransitionTime if old is not None and old.status == c.status else now
+        merged.append(c.model_copy(update={"lastTransitionTime": since or now}))
+    return merged

@@ -1,0 +1,246 @@
+"""The verdict on plain data: digest policies, the most specific reason, conditions."""
+
+from __future__ import annotations
+
+import pytest
+
+from rollback_verifier.api import Condition, OrphanedResource, Phase, Reason, Target
+from rollback_verifier.images import parse_image
+from rollback_verifier.rollout import deployment_view, pod_view
+from rollback_verifier.verdict import (
+    ApplicationFacts,
+    TargetInput,
+    decide,
+    evaluate_target,
+    failed_before_start,
+    merge_conditions,
+)
+from tests.unit.factories import DIGEST_A, DIGEST_PLATFORM, IMAGE_A, IMAGE_B, deployment, pod
+
+EXPECTED_A = parse_image(IMAGE_A)
+TARGET = Target(name="agents", namespace="agents", image=IMAGE_A)
+
+
+def inp(dep: dict | None = None, pods: list[dict] | None = None, target: Target = TARGET) -> TargetInput:
+    dep = deployment() if dep is None else dep
+    pods = [pod("agents-1"), pod("agents-2")] if pods is None else pods
+    return TargetInput(target, EXPECTED_A, deployment_view(dep), [pod_view(p) for p in pods])
+
+
+def conditions(verdict) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in verdict.conditions}
+
+
+# -- one target --------------------------------------------------------------------------------
+
+
+def test_a_rolled_back_target_with_matching_digests_is_verified() -> None:
+    e = evaluate_target(inp(), "Strict")
+    assert e.ok
+    s = e.status
+    assert s.rolloutComplete and s.digestsVerified
+    assert s.expectedImages == {"app": str(EXPECTED_A)}
+    assert s.observedImages == {"app": [f"registry.example/lab/jangar@{DIGEST_A}"]}
+    assert (s.replicas, s.updatedReplicas, s.availableReplicas) == (2, 2, 2)
+
+
+def test_a_missing_deployment_is_target_not_found() -> None:
+    e = evaluate_target(TargetInput(TARGET, EXPECTED_A, None, []), "Auto")
+    assert e.problem == Reason.TARGET_NOT_FOUND
+    assert "agents/agents not found" in e.detail
+
+
+def test_a_template_that_pins_another_image_is_an_image_mismatch() -> None:
+    e = evaluate_target(inp(deployment(images={"app": IMAGE_B}), [pod("p", images={"app": IMAGE_B})]), "Auto")
+    assert e.problem == Reason.IMAGE_MISMATCH
+    assert IMAGE_B in e.detail and "expected" in e.detail
+
+
+def test_an_unfinished_rollout_is_reported_with_kubectls_words() -> None:
+    e = evaluate_target(inp(deployment(updated=1, available=1)), "Auto")
+    assert e.problem == Reason.ROLLOUT_TIMEOUT
+    assert "1 of 2 new replicas have been updated" in e.detail
+
+
+def test_progress_deadline_exceeded_is_its_own_reason() -> None:
+    e = evaluate_target(inp(deployment(progressing_reason="ProgressDeadlineExceeded", available=1)), "Auto")
+    assert e.problem == Reason.PROGRESS_DEADLINE_EXCEEDED
+
+
+def test_a_ready_old_pod_still_running_the_previous_image_is_a_mismatch() -> None:
+    pods = [pod("new"), pod("old", images={"app": IMAGE_B})]
+    e = evaluate_target(inp(pods=pods), "Auto")
+    assert e.problem == Reason.IMAGE_MISMATCH
+    assert "pod old runs" in e.detail
+
+
+def test_terminating_and_unready_surge_pods_are_not_judged() -> None:
+    pods = [pod("new-1"), pod("new-2"), pod("old", images={"app": IMAGE_B}, terminating=True)]
+    pods.append(pod("surge", images={"app": IMAGE_B}, ready=False))
+    assert evaluate_target(inp(pods=pods), "Strict").ok
+
+
+@pytest.mark.parametrize(
+    ("policy", "ok", "verified"), [("Strict", False, False), ("Auto", True, False), ("Spec", True, False)]
+)
+def test_a_runtime_reporting_the_platform_digest_of_the_pinned_index(policy: str, ok: bool, verified: bool) -> None:
+    platform = {"app": f"docker-pullable://registry.example/lab/jangar@{DIGEST_PLATFORM}"}
+    pods = [pod("p1", image_ids=platform), pod("p2", image_ids=platform)]
+    e = evaluate_target(inp(pods=pods), policy)
+    assert e.ok is ok
+    assert e.status.digestsVerified is verified
+    if policy == "Strict":
+        assert e.problem == Reason.DIGEST_MISMATCH and DIGEST_PLATFORM in e.detail
+    if policy == "Auto":
+        assert any("multi-arch index" in n for n in e.notes)
+
+
+def test_a_pod_that_has_not_reported_its_digest_yet_is_pending_under_strict_and_auto() -> None:
+    pods = [pod("p1", image_ids={"app": ""}), pod("p2")]
+    for policy in ("Strict", "Auto"):
+        e = evaluate_target(inp(pods=pods), policy)
+        assert e.problem == Reason.DIGEST_MISMATCH and "not reported" in e.detail
+    assert evaluate_target(inp(pods=pods), "Spec").ok
+
+
+def test_tag_only_expectations_pass_but_say_the_digest_is_unverified() -> None:
+    tag_only = "registry.example/lab/jangar:aaa"
+    target = Target(name="agents", namespace="agents", image=tag_only)
+    dep = deployment(images={"app": tag_only})
+    pods = [pod("p", images={"app": tag_only}, image_ids={"app": "registry.example/lab/jangar@" + DIGEST_A})]
+    e = evaluate_target(
+        TargetInput(target, parse_image(tag_only), deployment_view(dep), [pod_view(p) for p in pods]),
+        "Strict",
+    )
+    assert e.ok and not e.status.digestsVerified
+    assert any("only the tag" in n for n in e.notes)
+
+
+def test_zero_replicas_passes_on_the_template_alone() -> None:
+    e = evaluate_target(inp(deployment(replicas=0, updated=0, total=0, available=0), pods=[]), "Strict")
+    assert e.ok and not e.status.digestsVerified
+    assert any("0 replicas" in n for n in e.notes)
+
+
+def test_multi_container_pods_check_every_container_by_default() -> None:
+    images = {"app": IMAGE_A, "sidecar": IMAGE_B}
+    e = evaluate_target(inp(deployment(images=images), [pod("p", images=images)]), "Auto")
+    assert e.problem == Reason.IMAGE_MISMATCH and "sidecar" in e.detail
+
+
+def test_containers_narrow_the_check_and_may_name_init_containers() -> None:
+    images = {"app": IMAGE_A, "sidecar": IMAGE_B}
+    init = {"migrate": IMAGE_A}
+    target = Target(name="agents", namespace="agents", image=IMAGE_A, containers=["app", "migrate"])
+    dep = deployment(images=images, init_images=init)
+    pods = [pod("p1", images=images, init_images=init), pod("p2", images=images, init_images=init)]
+    e = evaluate_target(TargetInput(target, EXPECTED_A, deployment_view(dep), [pod_view(p) for p in pods]), "Strict")
+    assert e.ok, e.detail
+    assert set(e.status.expectedImages) == {"app", "migrate"}
+
+
+def test_a_named_container_missing_from_the_template_is_reported() -> None:
+    target = Target(name="agents", namespace="agents", image=IMAGE_A, containers=["nope"])
+    e = evaluate_target(TargetInput(target, EXPECTED_A, deployment_view(deployment()), []), "Auto")
+    assert e.problem == Reason.IMAGE_MISMATCH and "no container nope" in e.detail
+
+
+# -- the verdict -------------------------------------------------------------------------------
+
+
+def test_all_targets_verified_is_succeeded_with_every_condition_true() -> None:
+    v = decide([inp(), inp()], "Auto", None, deadline_passed=False)
+    assert (v.phase, v.reason) == (Phase.SUCCEEDED, Reason.VERIFIED)
+    assert v.message == "2/2 Deployments run the reverted images (digests verified)"
+    assert conditions(v) == {
+        "ExpectedImagesResolved": ("True", "Resolved"),
+        "RolloutComplete": ("True", "RolloutComplete"),
+        "ImagesMatch": ("True", "ImagesMatch"),
+        "Ready": ("True", "Verified"),
+    }
+
+
+def test_before_the_deadline_a_problem_keeps_it_running() -> None:
+    v = decide([inp(), inp(deployment(updated=1))], "Auto", None, deadline_passed=False)
+    assert v.phase == Phase.RUNNING and v.reason is None
+    assert v.message.startswith("1/2 Deployments verified; waiting:")
+    assert conditions(v)["Ready"] == ("False", "InProgress")
+    assert conditions(v)["RolloutComplete"] == ("False", "RolloutInProgress")
+
+
+def test_at_the_deadline_the_same_problem_fails_as_rollout_timeout() -> None:
+    v = decide([inp(), inp(deployment(updated=1))], "Auto", None, deadline_passed=True)
+    assert (v.phase, v.reason) == (Phase.FAILED, Reason.ROLLOUT_TIMEOUT)
+
+
+def test_progress_deadline_exceeded_fails_before_the_deadline() -> None:
+    v = decide([inp(deployment(progressing_reason="ProgressDeadlineExceeded"))], "Auto", None, deadline_passed=False)
+    assert (v.phase, v.reason) == (Phase.FAILED, Reason.PROGRESS_DEADLINE_EXCEEDED)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "reason"),
+    [
+        (
+            lambda: [TargetInput(TARGET, EXPECTED_A, None, []), inp(deployment(images={"app": IMAGE_B}))],
+            Reason.TARGET_NOT_FOUND,
+        ),
+        (
+            lambda: [inp(deployment(updated=1)), inp(deployment(images={"app": IMAGE_B}))],
+            Reason.IMAGE_MISMATCH,
+        ),
+        (
+            lambda: [inp(pods=[pod("p", image_ids={"app": ""})]), inp(deployment(available=1))],
+            Reason.ROLLOUT_TIMEOUT,
+        ),
+    ],
+)
+def test_the_most_specific_reason_wins(inputs, reason: Reason) -> None:
+    v = decide(inputs(), "Auto", None, deadline_passed=True)
+    assert v.reason == reason
+
+
+def test_an_unhealthy_application_blocks_success_when_required() -> None:
+    unhealthy = ApplicationFacts(health="Degraded", require_healthy=True)
+    v = decide([inp()], "Auto", unhealthy, deadline_passed=True)
+    assert (v.phase, v.reason) == (Phase.FAILED, Reason.APPLICATION_UNHEALTHY)
+    assert "Degraded" in v.message
+    assert conditions(v)["ApplicationHealthy"][0] == "False"
+    relaxed = ApplicationFacts(health="Degraded", require_healthy=False)
+    assert decide([inp()], "Auto", relaxed, deadline_passed=True).phase == Phase.SUCCEEDED
+
+
+def test_a_missing_application_is_unhealthy() -> None:
+    v = decide([inp()], "Auto", ApplicationFacts(health=None, require_healthy=True), deadline_passed=True)
+    assert v.reason == Reason.APPLICATION_UNHEALTHY and "not found" in v.message
+
+
+def test_orphans_are_reported_and_fail_only_when_asked() -> None:
+    orphans = [OrphanedResource(kind="ConfigMap", namespace="agents", name="agents-extra-config")]
+    reported = decide([inp()], "Auto", ApplicationFacts("Healthy", True, orphans, False), deadline_passed=False)
+    assert reported.phase == Phase.SUCCEEDED and reported.orphans == orphans
+    assert "ConfigMap/agents-extra-config" in reported.message
+    failing = decide([inp()], "Auto", ApplicationFacts("Healthy", True, orphans, True), deadline_passed=True)
+    assert (failing.phase, failing.reason) == (Phase.FAILED, Reason.ORPHANED_RESOURCES)
+
+
+def test_failed_before_start_carries_the_reason_in_conditions() -> None:
+    v = failed_before_start(Reason.VALUES_UNAVAILABLE, "no such file values.yaml at abc")
+    assert (v.phase, v.reason, v.final) == (Phase.FAILED, Reason.VALUES_UNAVAILABLE, True)
+    assert conditions(v) == {
+        "ExpectedImagesResolved": ("False", "ValuesUnavailable"),
+        "Ready": ("False", "ValuesUnavailable"),
+    }
+
+
+def test_merge_conditions_keeps_transition_times_of_unchanged_conditions() -> None:
+    before = [
+        Condition(type="Ready", status="False", reason="InProgress", lastTransitionTime="t0"),
+        Condition(type="RolloutComplete", status="False", reason="RolloutInProgress", lastTransitionTime="t0"),
+    ]
+    now = [
+        Condition(type="Ready", status="False", reason="InProgress", message="still"),
+        Condition(type="RolloutComplete", status="True", reason="RolloutComplete"),
+    ]
+    merged = {c.type: c.lastTransitionTime for c in merge_conditions(before, now, "t1")}
+    assert merged == {"Ready": "t0", "RolloutComplete": "t1"}
