@@ -1,0 +1,77 @@
+"""`rollback-verifier run`: the operator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rollback_verifier.cli import UsageError
+from rollback_verifier.settings import SettingsError, load_settings
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("run", help="run the operator (reconciles RollbackVerifications)")
+    scope = p.add_mutually_exclusive_group(required=True)
+    scope.add_argument(
+        "--namespace", "-n", action="append", metavar="NS", help="watch only this namespace (repeatable)"
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    p.add_argument("--settings", type=Path, help="operator settings file (YAML); default: built-in defaults")
+    p.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz")
+    p.add_argument("--cache-dir", type=Path, default=Path("/var/cache/rollback-verifier"), help="git cache folder")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.set_defaults(handler=_run)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _configure_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # kopf's per-object chatter ("Handler succeeded") is noise at info level.
+    logging.getLogger("kopf").setLevel(max(logging.WARNING, root.level))
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.settings)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from exc
+    if not 0 < args.metrics_port < 65536:
+        raise UsageError(f"--metrics-port {args.metrics_port} is not a port number")
+    _configure_logging(args.log_format, args.log_level)
+
+    import kopf  # imported here: `crds` and `check` never pay for kopf
+
+    from rollback_verifier import handlers
+
+    handlers.OperatorConfig.settings = settings
+    handlers.OperatorConfig.metrics_port = args.metrics_port
+    handlers.OperatorConfig.cache_dir = args.cache_dir
+    kopf.run(
+        standalone=True,
+        clusterwide=bool(args.all_namespaces),
+        namespaces=args.namespace or (),
+    )
+    return 0

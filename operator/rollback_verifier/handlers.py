@@ -1,0 +1,146 @@
+"""Kopf handlers: translate watch events into calls of the runner (and, later, detection).
+
+Importing this module registers the handlers with kopf's default registry; `commands/run.py`
+imports it and starts kopf. Nothing here decides anything: the core does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from rollback_verifier import GROUP, PLURAL, VERSION
+from rollback_verifier.applications import ApplicationWatcher
+from rollback_verifier.kube import Kube, load_client_config
+from rollback_verifier.metrics import Metrics
+from rollback_verifier.rollout import DeploymentView, PodView, deployment_view, pod_view
+from rollback_verifier.runner import VerificationRunner
+from rollback_verifier.settings import Settings
+from rollback_verifier.values_source import GitValuesReader
+
+log = logging.getLogger(__name__)
+
+
+class OperatorConfig:
+    """What `rollback-verifier run` was told; set before kopf starts."""
+
+    settings: Settings = Settings()
+    metrics_port: int = 8080
+    cache_dir: Path = Path("/var/cache/rollback-verifier")
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Watch streams end server-side after server_timeout and client-side after client_timeout:
+    # without both, an idle stream can stall silently forever (kopf issues 585, 847).
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 1.0
+    # One replica (Recreate): no peering objects to create or RBAC to grant for them.
+    settings.peering.standalone = True
+    # No change-detecting handlers are used (state lives in status, written by the runner), so kopf
+    # stores nothing on objects; should that change, it goes to status, not to annotations.
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Events: the runner posts its own with kopf.event (Started, verdicts); log lines become Events
+    # only at WARNING and above, so routine logging never floods the namespace with Events.
+    settings.posting.enabled = True
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 8
+
+    api_client = load_client_config()
+    kube = Kube(api_client)
+    metrics = Metrics()
+    cfg = OperatorConfig
+    apps = ApplicationWatcher(kube, cfg.settings.argocdNamespace)
+    cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+    runner = VerificationRunner(
+        kube,
+        metrics,
+        GitValuesReader(cfg.cache_dir / "git"),
+        get_application=lambda ns, name: apps.get(name) if ns == apps.namespace else kube.get_application(ns, name),
+    )
+    loop = asyncio.get_running_loop()
+
+    def on_application(_kind: str, app: dict[str, Any]) -> None:  # called from the watch thread
+        meta = app.get("metadata") or {}
+        loop.call_soon_threadsafe(runner.nudge_application, meta.get("namespace", ""), meta.get("name", ""))
+
+    apps.listener = on_application
+    apps.start()
+    memo.kube, memo.metrics, memo.runner, memo.apps = kube, metrics, runner, apps
+    memo.http = await _serve_http(metrics, cfg.metrics_port)
+
+
+async def _serve_http(metrics: Metrics, port: int) -> web.AppRunner:
+    async def metrics_view(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/healthz", ok)  # served by the event loop itself: a stuck loop fails it
+    app.router.add_get("/readyz", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - scraped from other pods
+    log.info("metrics on :%s/metrics, liveness on /healthz", port)
+    return runner
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    memo.apps.stop()
+    await memo.http.cleanup()
+
+
+# -- caches of what verdicts read: kept by kopf's own watches --------------------------------------
+@kopf.index("apps", "v1", "deployments")
+async def deployments_idx(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[tuple[str, str], DeploymentView]:
+    return {(namespace or "", name): deployment_view(body)}
+
+
+@kopf.index("", "v1", "pods")
+async def pods_idx(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PodView]:
+    return {namespace or "": pod_view(body)}
+
+
+def _bind(runner: VerificationRunner, deployments: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> None:
+    def get_deployment(ns: str, name: str) -> DeploymentView | None:
+        store = deployments.get((ns, name))
+        return next(iter(store), None) if store is not None else None
+
+    def get_pods(ns: str) -> list[PodView]:
+        store = pods.get(ns)
+        return list(store) if store is not None else []
+
+    runner.get_deployment, runner.get_pods = get_deployment, get_pods
+
+
+@kopf.on.event("apps", "v1", "deployments")
+async def deployment_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.runner.nudge(namespace or "", name)
+
+
+@kopf.on.event("", "v1", "pods")
+async def pod_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    memo.runner.nudge(namespace or "")
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def verification_event(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    # kopf passes the indexes by their handler names, once they are fully populated.
+    _bind(memo.runner, kwargs["deployments_idx"], kwargs["pods_idx"])
+    memo.runner.observe(type, dict(body))

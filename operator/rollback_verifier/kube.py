@@ -1,0 +1,116 @@
+"""The thin layer over the Kubernetes API that the operator and the CLI share."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from rollback_verifier import GROUP, PLURAL, VERSION
+
+ARGO_GROUP, ARGO_VERSION, ARGO_PLURAL = "argoproj.io", "v1alpha1", "applications"
+# Client-side timeout of every plain request: a hung API server must not hang a verification.
+REQUEST_TIMEOUT = (5, 30)
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): re-read it and decide again."""
+
+
+def load_client_config() -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig ($KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    cfg = client.Configuration.get_default_copy()
+    cfg.connection_pool_maxsize = 16  # verifications write status concurrently
+    return client.ApiClient(cfg)
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    # -- RollbackVerifications -------------------------------------------------------------------
+    def get_verification(self, namespace: str, name: str) -> dict[str, Any]:
+        obj = cast(
+            dict[str, Any],
+            self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        return obj
+
+    def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        """Merge-patch status. With resource_version, the write only lands if nobody wrote in between
+        (the API server treats metadata.resourceVersion in a patch as a precondition)."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            obj = cast(
+                dict[str, Any],
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURAL, name, body, _request_timeout=REQUEST_TIMEOUT
+                ),
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(name) from exc
+            raise
+        return obj
+
+    def create_verification(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create; None when an object of that name exists already (creation is idempotent by name)."""
+        try:
+            obj = cast(
+                dict[str, Any],
+                self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, dict(body), _request_timeout=REQUEST_TIMEOUT
+                ),
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return obj
+
+    # -- reads -----------------------------------------------------------------------------------
+    def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's data, decoded. Values are never logged or put into messages."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            raise LookupError(f"cannot read Secret {namespace}/{name} (HTTP {exc.status})") from None
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(
+                    ARGO_GROUP, ARGO_VERSION, namespace, ARGO_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+                ),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
+        items = self.apps.list_namespaced_deployment(namespace, _request_timeout=REQUEST_TIMEOUT).items
+        return [self.api_client.sanitize_for_serialization(d) for d in items]
+
+    def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        items = self.core.list_namespaced_pod(namespace, _request_timeout=REQUEST_TIMEOUT).items
+        return [self.api_client.sanitize_for_serialization(p) for p in items]

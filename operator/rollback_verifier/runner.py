@@ -1,0 +1,374 @@
+"""Runs each RollbackVerification to its verdict: one asyncio task per unfinished object.
+
+A task sleeps until something it depends on changes (a Deployment, a Pod, the Application: the
+watch handlers nudge it) or its deadline comes, then evaluates the pure core again. No polling.
+State lives in the object's status: a restarted operator reads `status.startedAt` and carries on
+with the same deadline. The verdict is written with the object's resourceVersion as a
+precondition, so it is written once even if two writers race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from rollback_verifier import LABEL_PREFIX
+from rollback_verifier.api import (
+    FINAL_PHASES,
+    Condition,
+    DetectedBy,
+    OrphanedResource,
+    Phase,
+    Reason,
+    RollbackVerificationSpec,
+    Target,
+    parse_spec,
+)
+from rollback_verifier.expectations import ExpectationError, Expectations, resolve_expectations
+from rollback_verifier.kube import Conflict, Kube
+from rollback_verifier.metrics import Metrics
+from rollback_verifier.rollout import DeploymentView, PodView
+from rollback_verifier.values_source import GitValuesReader
+from rollback_verifier.verdict import (
+    ApplicationFacts,
+    TargetInput,
+    Verdict,
+    decide,
+    failed_before_start,
+    merge_conditions,
+)
+
+log = logging.getLogger(__name__)
+
+DETECTED_BY_LABEL = f"{LABEL_PREFIX}detected-by"
+HOOK_ANNOTATION = "argocd.argoproj.io/hook"
+MAX_BACKOFF_SECONDS = 60.0
+
+
+def now_iso(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(value: str) -> float:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def detected_by(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    label = (meta.get("labels") or {}).get(DETECTED_BY_LABEL)
+    if label in {d.value for d in DetectedBy}:
+        return str(label)
+    if HOOK_ANNOTATION in (meta.get("annotations") or {}):
+        return DetectedBy.POST_SYNC_HOOK.value
+    return DetectedBy.MANUAL.value
+
+
+def orphans_of(application: Mapping[str, Any] | None) -> list[OrphanedResource]:
+    """Resources Argo CD marks requiresPruning: live, but no longer in the desired state."""
+    out = []
+    for r in ((application or {}).get("status") or {}).get("resources") or ():
+        if isinstance(r, Mapping) and r.get("requiresPruning"):
+            out.append(
+                OrphanedResource(
+                    group=str(r.get("group") or ""),
+                    kind=str(r.get("kind") or ""),
+                    namespace=str(r.get("namespace") or ""),
+                    name=str(r.get("name") or ""),
+                )
+            )
+    return out
+
+
+def application_health(application: Mapping[str, Any] | None) -> str | None:
+    if application is None:
+        return None
+    health = ((application.get("status") or {}).get("health") or {}).get("status")
+    return str(health) if health else "Unknown"
+
+
+class _AlreadyDecided(Exception):
+    """Another writer recorded the verdict: this job has nothing left to do."""
+
+
+@dataclass
+class _Job:
+    namespace: str
+    name: str
+    body: dict[str, Any]
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    targets: frozenset[tuple[str, str]] = frozenset()
+    application: tuple[str, str] | None = None
+    last_change: float | None = None  # wall time of the newest nudge not yet evaluated
+
+
+class VerificationRunner:
+    def __init__(
+        self,
+        kube: Kube,
+        metrics: Metrics,
+        reader: GitValuesReader | None,
+        get_application: Callable[[str, str], dict[str, Any] | None],
+    ) -> None:
+        self.kube = kube
+        self.metrics = metrics
+        self.reader = reader
+        self.get_application = get_application
+        self.get_deployment: Callable[[str, str], DeploymentView | None] = lambda ns, name: None
+        self.get_pods: Callable[[str], Iterable[PodView]] = lambda ns: ()
+        self._jobs: dict[str, _Job] = {}
+
+    # -- inputs from the watch handlers --------------------------------------------------------
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A RollbackVerification event: start, refresh or forget its job."""
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid"))
+        if event_type == "DELETED" or meta.get("deletionTimestamp"):
+            job = self._jobs.pop(uid, None)
+            if job and job.task:
+                job.task.cancel()
+            return
+        job = self._jobs.get(uid)
+        if job is not None:
+            job.body = dict(body)
+            return
+        if ((body.get("status") or {}).get("phase")) in FINAL_PHASES:
+            return  # a verdict is final: nothing to do, ever
+        job = _Job(namespace=str(meta.get("namespace")), name=str(meta.get("name")), body=dict(body))
+        self._jobs[uid] = job
+        job.task = asyncio.create_task(self._run(uid, job), name=f"verify {job.namespace}/{job.name}")
+
+    def nudge(self, namespace: str, deployment: str | None = None) -> None:
+        """A Deployment (or, with deployment=None, any Pod) changed in `namespace`."""
+        now = time.time()
+        for job in self._jobs.values():
+            if any(ns == namespace and (deployment is None or name == deployment) for ns, name in job.targets):
+                job.last_change = now
+                job.wakeup.set()
+
+    def nudge_application(self, namespace: str, name: str) -> None:
+        now = time.time()
+        for job in self._jobs.values():
+            if job.application == (namespace, name):
+                job.last_change = now
+                job.wakeup.set()
+
+    @property
+    def active(self) -> int:
+        return len(self._jobs)
+
+    # -- one verification ----------------------------------------------------------------------
+    async def _run(self, uid: str, job: _Job) -> None:
+        backoff = 1.0
+        app_label = ""
+        try:
+            app_label = str(((job.body.get("spec") or {}).get("application") or {}).get("name") or "")
+            self.metrics.in_progress.labels(app_label).inc()
+            while True:
+                try:
+                    await self._verify(job)
+                    return
+                except _AlreadyDecided:
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # One broken object must never stop the others, nor spin: log, wait, try again.
+                    log.exception("verification %s/%s failed unexpectedly; retrying", job.namespace, job.name)
+                    kopf.event(
+                        cast(kopf.Body, job.body),
+                        type="Warning",
+                        reason="VerifierError",
+                        message=f"retrying in {backoff:.0f}s: {exc}",
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        finally:
+            self.metrics.in_progress.labels(app_label).dec()
+            if self._jobs.get(uid) is job:
+                del self._jobs[uid]
+
+    async def _verify(self, job: _Job) -> None:
+        body = job.body
+        status = dict(body.get("status") or {})
+        try:
+            spec = parse_spec(body.get("spec"))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "spec"
+            await self._finish(job, failed_before_start(Reason.INVALID_SPEC, f"{where}: {first['msg']}"), time.time())
+            return
+        targets = spec.effective_targets(job.namespace)
+        job.targets = frozenset((t.namespace or job.namespace, t.name) for t in targets)
+        if spec.application:
+            job.application = (spec.application.namespace, spec.application.name)
+
+        started_at = status.get("startedAt") or now_iso()
+        if status.get("phase") != Phase.RUNNING.value:
+            await self._write(
+                job,
+                {
+                    "phase": Phase.RUNNING.value,
+                    "startedAt": started_at,
+                    "detectedBy": detected_by(body),
+                    "message": "resolving the expected images",
+                    "observedGeneration": (body.get("metadata") or {}).get("generation"),
+                },
+            )
+            kopf.event(
+                cast(kopf.Body, job.body),
+                type="Normal",
+                reason="Started",
+                message=f"verifying {len(targets)} Deployments",
+            )
+        deadline = parse_iso(started_at) + spec.timeoutSeconds
+
+        application = self._application(spec)
+        try:
+            expectations = await asyncio.to_thread(self._resolve, spec, targets, job.namespace, application)
+        except ExpectationError as exc:
+            await self._finish(job, failed_before_start(exc.reason, exc.message), time.time())
+            return
+        revision = expectations.revision or spec.revision
+        await self._write(
+            job,
+            {
+                "revision": revision,
+                "shortRevision": revision[:8] if revision else None,
+                "fromRevision": spec.fromRevision,
+                "message": f"expected images resolved from {expectations.source}; waiting for the rollouts",
+            },
+        )
+
+        last_written: Any = None
+        while True:
+            job.wakeup.clear()
+            decided_by_change = job.last_change
+            job.last_change = None
+            verdict = self._evaluate(spec, targets, expectations, deadline_passed=time.time() >= deadline)
+            if verdict.final:
+                await self._finish(job, verdict, parse_iso(started_at), decided_by_change)
+                return
+            progress = (verdict.message, [t.model_dump() for t in verdict.targets])
+            if progress != last_written:
+                await self._write(job, self._status_of(job, verdict))
+                last_written = progress
+            remaining = deadline - time.time()
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(job.wakeup.wait(), timeout=remaining)
+
+    def _application(self, spec: RollbackVerificationSpec) -> dict[str, Any] | None:
+        if spec.application is None:
+            return None
+        return self.get_application(spec.application.namespace, spec.application.name)
+
+    def _resolve(
+        self,
+        spec: RollbackVerificationSpec,
+        targets: list[Target],
+        namespace: str,
+        application: dict[str, Any] | None,
+    ) -> Expectations:
+        return resolve_expectations(
+            spec,
+            targets,
+            application=application,
+            reader=self.reader,
+            read_secret=lambda name: self.kube.read_secret_data(namespace, name),
+        )
+
+    def _evaluate(
+        self,
+        spec: RollbackVerificationSpec,
+        targets: list[Target],
+        expectations: Expectations,
+        deadline_passed: bool,
+    ) -> Verdict:
+        inputs = []
+        for t in targets:
+            ns = t.namespace or ""
+            inputs.append(
+                TargetInput(
+                    target=t,
+                    expected=expectations.images[(ns, t.name)],
+                    deployment=self.get_deployment(ns, t.name),
+                    pods=list(self.get_pods(ns)),
+                )
+            )
+        facts = None
+        if spec.application is not None:
+            app = self._application(spec)
+            facts = ApplicationFacts(
+                health=application_health(app),
+                require_healthy=spec.requireApplicationHealthy,
+                orphans=orphans_of(app),
+                fail_on_orphans=spec.failOnOrphans,
+            )
+        return decide(inputs, spec.digestPolicy, facts, deadline_passed)
+
+    def _status_of(self, job: _Job, verdict: Verdict) -> dict[str, Any]:
+        previous = [Condition.model_validate(c) for c in (job.body.get("status") or {}).get("conditions") or ()]
+        conditions = merge_conditions(previous, verdict.conditions, now_iso())
+        return {
+            "phase": verdict.phase.value,
+            "reason": verdict.reason.value if verdict.reason else None,
+            "message": verdict.message,
+            "targets": [t.model_dump(exclude_none=True) for t in verdict.targets],
+            "orphanedResources": [o.model_dump() for o in verdict.orphans],
+            "conditions": [c.model_dump(exclude_none=True) for c in conditions],
+        }
+
+    async def _write(self, job: _Job, status: Mapping[str, Any]) -> None:
+        """A progress write: last writer wins, but never over a verdict."""
+        current = (job.body.get("status") or {}).get("phase")
+        if current in FINAL_PHASES:
+            raise _AlreadyDecided
+        rv = (job.body.get("metadata") or {}).get("resourceVersion")
+        try:
+            job.body = await asyncio.to_thread(self.kube.patch_status, job.namespace, job.name, status, rv)
+        except Conflict:
+            job.body = await asyncio.to_thread(self.kube.get_verification, job.namespace, job.name)
+            await self._write(job, status)
+
+    async def _finish(
+        self, job: _Job, verdict: Verdict, started: float, decided_by_change: float | None = None
+    ) -> None:
+        """Write the verdict exactly once; count it only if this write is the one that landed."""
+        completed = time.time()
+        status = self._status_of(job, verdict)
+        status.update(completedAt=now_iso(completed), durationSeconds=round(completed - started, 1))
+        if "startedAt" not in (job.body.get("status") or {}):
+            status["startedAt"] = now_iso(started)
+            status["detectedBy"] = detected_by(job.body)
+        for _ in range(5):
+            if (job.body.get("status") or {}).get("phase") in FINAL_PHASES:
+                return  # a verdict is already recorded: never write a second one
+            rv = (job.body.get("metadata") or {}).get("resourceVersion")
+            try:
+                job.body = await asyncio.to_thread(self.kube.patch_status, job.namespace, job.name, status, rv)
+                break
+            except Conflict:
+                job.body = await asyncio.to_thread(self.kube.get_verification, job.namespace, job.name)
+        else:
+            raise RuntimeError("the verdict could not be written after 5 conflicting updates")
+        written = time.time()
+        app = str(((job.body.get("spec") or {}).get("application") or {}).get("name") or "")
+        reason = verdict.reason.value if verdict.reason else ""
+        self.metrics.record_verdict(app, verdict.phase.value, reason, completed - started, written)
+        if decided_by_change is not None:
+            self.metrics.verdict_latency.observe(max(written - decided_by_change, 0.0))
+        if verdict.phase == Phase.SUCCEEDED:
+            kopf.event(cast(kopf.Body, job.body), type="Normal", reason=reason, message=verdict.message)
+        else:
+            kopf.event(cast(kopf.Body, job.body), type="Warning", reason=reason, message=verdict.message)
+        log.info("%s/%s: %s/%s: %s", job.namespace, job.name, verdict.phase.value, reason, verdict.message)

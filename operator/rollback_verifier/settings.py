@@ -1,0 +1,62 @@
+"""Operator settings: the file the chart renders into a ConfigMap (--settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rollback_verifier.api import DEFAULT_TARGETS, DEFAULT_TIMEOUT_SECONDS, K8S_NAME, Target, ValuesFrom
+
+DEFAULT_VALUES_PATH = "argocd/applications/agents/values.yaml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WatchedApplication(_Model):
+    """An Argo CD Application whose backward syncs create RollbackVerifications."""
+
+    name: Annotated[str, Field(pattern=K8S_NAME)]
+    namespace: Annotated[str, Field(pattern=K8S_NAME)] = "argocd"
+    verificationNamespace: Annotated[str, Field(pattern=K8S_NAME)] = "agents"
+    valuesFrom: ValuesFrom = ValuesFrom.model_validate({"git": {"path": DEFAULT_VALUES_PATH}})
+    targets: list[Target] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
+    timeoutSeconds: Annotated[int, Field(ge=1, le=86400)] = DEFAULT_TIMEOUT_SECONDS
+    requireApplicationHealthy: bool = True
+    failOnOrphans: bool = False
+
+
+class Detection(_Model):
+    enabled: bool = True
+    applications: list[WatchedApplication] = Field(default_factory=lambda: [WatchedApplication(name="agents")])
+
+
+class Settings(_Model):
+    argocdNamespace: Annotated[str, Field(pattern=K8S_NAME)] = "argocd"
+    detection: Detection = Field(default_factory=Detection)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def load_settings(path: Path | None) -> Settings:
+    """The settings file, or the defaults when no file is given. Bad files raise SettingsError."""
+    if path is None:
+        return Settings()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise SettingsError(f"cannot read settings file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from exc
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SettingsError(f"settings file {path}: {where}: {first['msg']}") from exc
