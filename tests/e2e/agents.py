@@ -1,0 +1,123 @@
+"""The fixture agents app: a real git repo of values, rendered by real helm into the real cluster."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rollback_verifier.tools import find_tool
+from tests.e2e.support import AGENTS_CHART, Cluster
+
+VALUES_PATH = "argocd/applications/agents/values.yaml"
+DIGESTS = {name: "sha256:" + (ch * 64) for name, ch in {"A": "a", "B": "b", "C": "c"}.items()}
+
+
+def images(release: str) -> dict[str, Any]:
+    """Values pinning release A, B or C of both images (tag + digest, as the agents GitOps values do)."""
+    tag = release.lower() * 8
+    return {
+        "controlPlane": {
+            "image": {
+                "repository": "registry.example/lab/jangar-control-plane",
+                "tag": tag,
+                "digest": DIGESTS[release],
+            }
+        },
+        "image": {"repository": "registry.example/lab/jangar", "tag": tag, "digest": DIGESTS[release]},
+    }
+
+
+def expected(release: str, repository: str = "registry.example/lab/jangar") -> str:
+    return f"{repository}:{release.lower() * 8}@{DIGESTS[release]}"
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+class GitOpsRepo:
+    """A real local git repository holding the agents values, as the GitOps repo does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.env = {
+            **os.environ,
+            "GIT_AUTHOR_NAME": "sre",
+            "GIT_AUTHOR_EMAIL": "sre@example.com",
+            "GIT_COMMITTER_NAME": "sre",
+            "GIT_COMMITTER_EMAIL": "sre@example.com",
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+        }
+        path.mkdir(parents=True)
+        self.git("init", "-q", "-b", "main")
+
+    @property
+    def url(self) -> str:
+        return self.path.as_uri()
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(
+            [find_tool("git"), *args], cwd=self.path, env=self.env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    def commit_values(self, values: dict[str, Any], message: str) -> str:
+        file = self.path / VALUES_PATH
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(yaml.safe_dump(values, sort_keys=False))
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def values_at(self, revision: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = yaml.safe_load(self.git("show", f"{revision}:{VALUES_PATH}"))
+        return loaded
+
+
+def helm_deploy(cluster: Cluster, namespace: str, values: dict[str, Any], release: str = "agents") -> None:
+    """`helm upgrade --install` of the fixture chart with these values (no --wait: tests wait for what they need)."""
+    proc = subprocess.run(
+        [find_tool("helm"), "upgrade", "--install", release, str(AGENTS_CHART), "-n", namespace, "-f", "-"],
+        input=json.dumps(values),
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"helm upgrade failed:\n{proc.stderr}")
+
+
+def verification(
+    name: str, spec: dict[str, Any], labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None
+) -> str:
+    meta: dict[str, Any] = {"name": name}
+    if labels:
+        meta["labels"] = labels
+    if annotations:
+        meta["annotations"] = annotations
+    return json.dumps(
+        {"apiVersion": "gitops.proompteng.ai/v1alpha1", "kind": "RollbackVerification", "metadata": meta, "spec": spec}
+    )
+
+
+def git_values_spec(repo: GitOpsRepo, revision: str, **extra: Any) -> dict[str, Any]:
+    return {"revision": revision, "valuesFrom": {"git": {"repoURL": repo.url, "path": VALUES_PATH}}, **extra}
+
+
+def wait_verdict(cluster: Cluster, namespace: str, name: str, timeout: float) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
+        obj = cluster.get("-n", namespace, "rbv", name)
+        return obj if obj.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+    result: dict[str, Any] = cluster.wait_for(final, timeout, f"the verdict of {namespace}/{name}")
+    return result
