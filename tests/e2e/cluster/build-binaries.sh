@@ -26,7 +26,10 @@ log_dir="$cache_root/logs"
 mkdir -p "$log_dir"
 
 wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm promtool)
-have_all() { for b in "${wanted[@]}"; do [ -x "$bin/$b" ] || return 1; done; }
+have_all() {
+  for b in "${wanted[@]}"; do [ -x "$bin/$b" ] || return 1; done
+  [ -f "$bin/argocd-application-crd.yaml" ]
+}
 if have_all; then echo "$bin"; exit 0; fi
 
 mkdir -p "$bin" "$work"
@@ -94,6 +97,18 @@ go_install() { # go_install <what> <pkg@version>: modules without replaces insta
 [ -x "$bin/kwokctl" ] || go_install kwokctl "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
 [ -x "$bin/helm" ] || go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 [ -x "$bin/promtool" ] || go_install promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+
+# Argo CD's Application CRD, from its module source (the e2e drives Applications as Argo CD does).
+fetch_argocd_crd() {
+  local dir
+  dir=$(go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -f "$dir/manifests/crds/application-crd.yaml" ] || die "argo-cd $ARGOCD_VERSION has no manifests/crds/application-crd.yaml"
+  cp "$dir/manifests/crds/application-crd.yaml" "$bin/argocd-application-crd.yaml"
+}
+if [ ! -f "$bin/argocd-application-crd.yaml" ]; then
+  say "fetching Argo CD $ARGOCD_VERSION's Application CRD"
+  fetch_argocd_crd
+fi
 
 have_all || die "some binaries are missing from $bin after the build (see $log)"
 say "binaries ready in $bin"
