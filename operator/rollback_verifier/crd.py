@@ -116,7 +116,10 @@ def build_crd() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": f"{PLURAL}.{GROUP}",
-            "labels": {"app.kubernetes.io/name": "rollback-verifier", "app.kubernetes.io/part-of": "rollback-verifier"},
+            "labels": {
+                "app.kubernetes.io/name": "rollback-verifier",
+                "app.kubernetes.io/part-of": "rollback-verifier",
+            },
             # Helm must never delete this CRD (and every RollbackVerification with it) on rollback.
             "annotations": {"helm.sh/resource-policy": "keep"},
         },
