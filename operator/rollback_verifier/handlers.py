@@ -7,7 +7,9 @@ imports it and starts kopf. Nothing here decides anything: the core does.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rollback_verifier import GROUP, PLURAL, VERSION
 from rollback_verifier.applications import ApplicationWatcher
+from rollback_verifier.detector import Detector
 from rollback_verifier.kube import Kube, load_client_config
 from rollback_verifier.metrics import Metrics
 from rollback_verifier.rollout import DeploymentView, PodView, deployment_view, pod_view
@@ -66,18 +69,38 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         kube,
         metrics,
         GitValuesReader(cfg.cache_dir / "git"),
-        get_application=lambda ns, name: apps.get(name) if ns == apps.namespace else kube.get_application(ns, name),
+        # Only Argo CD's namespace is watched (and granted): an Application elsewhere reads as not found.
+        get_application=lambda ns, name: apps.get(name) if ns == apps.namespace else None,
     )
+    detector = Detector(kube, metrics, runner.reader, cfg.settings)
     loop = asyncio.get_running_loop()
+    # Tasks started from the watch thread run in kopf's context, so that they can post Events.
+    context = contextvars.copy_context()
 
-    def on_application(_kind: str, app: dict[str, Any]) -> None:  # called from the watch thread
+    def on_application(kind: str, app: dict[str, Any]) -> None:  # called from the watch thread
         meta = app.get("metadata") or {}
-        loop.call_soon_threadsafe(runner.nudge_application, meta.get("namespace", ""), meta.get("name", ""))
+        loop.call_soon_threadsafe(
+            runner.nudge_application, meta.get("namespace", ""), meta.get("name", ""), context=context
+        )
+        if kind != "DELETED":
+            loop.call_soon_threadsafe(_spawn, detector.on_application(app), context=context)
 
     apps.listener = on_application
     apps.start()
-    memo.kube, memo.metrics, memo.runner, memo.apps = kube, metrics, runner, apps
+    await asyncio.to_thread(apps.synced.wait, 30)
+    detector.check_configured(apps.names(), apps.namespace)
+    memo.kube, memo.metrics, memo.runner, memo.apps, memo.detector = kube, metrics, runner, apps, detector
     memo.http = await _serve_http(metrics, cfg.metrics_port)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine in the background, keeping a reference so that it is not garbage-collected."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 async def _serve_http(metrics: Metrics, port: int) -> web.AppRunner:

@@ -32,6 +32,9 @@ class WatchedApplication(_Model):
 
 class Detection(_Model):
     enabled: bool = True
+    # History entries deployed longer ago than this are never judged: an operator that was down
+    # catches up on recent rollbacks without re-judging (or re-creating) old ones.
+    lookbackSeconds: Annotated[int, Field(ge=0)] = 3600
     applications: list[WatchedApplication] = Field(default_factory=lambda: [WatchedApplication(name="agents")])
 
 

@@ -1,0 +1,191 @@
+"""The shell of detection: on each Application event, judge the history entries not judged yet and
+create one RollbackVerification per rollback. Git work runs in worker threads; each Application is
+handled by one coroutine at a time; creation is idempotent by name (history id)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from rollback_verifier.api import Target
+from rollback_verifier.detection import (
+    HistoryEntry,
+    Images,
+    Rollback,
+    by_ancestry,
+    by_content,
+    by_history,
+    history_entries,
+    to_examine,
+    verification_manifest,
+)
+from rollback_verifier.images import InvalidImageReference, InvalidImageValues, resolve_expected_image
+from rollback_verifier.kube import Kube
+from rollback_verifier.metrics import Metrics
+from rollback_verifier.settings import Settings, WatchedApplication
+from rollback_verifier.values_source import (
+    GitCredentials,
+    GitValuesReader,
+    ValuesUnavailable,
+    values_from_helm_source,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Detector:
+    def __init__(self, kube: Kube, metrics: Metrics, reader: GitValuesReader | None, settings: Settings) -> None:
+        self.kube = kube
+        self.metrics = metrics
+        self.reader = reader
+        self.settings = settings
+        self.watched = {(a.namespace, a.name): a for a in settings.detection.applications}
+        self._decided: dict[str, set[int]] = defaultdict(set)  # Application uid -> history ids judged
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._images: dict[tuple[str, str], Images | None] = {}  # (app uid, revision) -> images
+        self._warned: set[str] = set()
+
+    def check_configured(self, present: list[str], namespace: str) -> None:
+        """Say clearly, once, which configured Applications do not exist."""
+        for ns, name in self.watched:
+            if ns == namespace and name not in present:
+                log.warning(
+                    "detection: Application %s/%s from the settings does not exist (yet); "
+                    "rollbacks of it are detected once it appears",
+                    ns,
+                    name,
+                )
+
+    async def on_application(self, app: Mapping[str, Any]) -> None:
+        if not self.settings.detection.enabled:
+            return
+        meta = app.get("metadata") or {}
+        watched = self.watched.get((meta.get("namespace", ""), meta.get("name", "")))
+        if watched is None:
+            return
+        uid = str(meta.get("uid"))
+        async with self._locks[uid]:
+            entries = history_entries(app)
+            decided = self._decided[uid]
+            for index in to_examine(entries, decided, time.time(), self.settings.detection.lookbackSeconds):
+                rollback = await self._judge(app, watched, entries, index)
+                decided.add(entries[index].id)
+                if rollback is not None:
+                    await self._create(watched, rollback, meta.get("namespace", ""))
+
+    async def _judge(
+        self, app: Mapping[str, Any], watched: WatchedApplication, entries: list[HistoryEntry], index: int
+    ) -> Rollback | None:
+        found = by_history(entries, index)
+        if found is not None or index < 1:
+            return found
+        repo_url = self._repo_url(app, watched)
+        credentials = await asyncio.to_thread(self._credentials, watched)
+        if repo_url and self.reader is not None:
+            reader = self.reader
+
+            def is_ancestor(older: str, newer: str) -> bool | None:
+                try:
+                    return reader.is_ancestor(repo_url, older, newer, credentials)
+                except ValuesUnavailable as exc:
+                    self._warn_once(f"ancestry:{older}", f"detection: cannot compare revisions in git: {exc}")
+                    return None
+
+            found = await asyncio.to_thread(by_ancestry, entries, index, is_ancestor)
+            if found is not None:
+                return found
+        uid = str((app.get("metadata") or {}).get("uid"))
+        return await asyncio.to_thread(
+            by_content, entries, index, lambda e: self._images_of(uid, e, watched, repo_url, credentials)
+        )
+
+    def _repo_url(self, app: Mapping[str, Any], watched: WatchedApplication) -> str | None:
+        git = watched.valuesFrom.git
+        if git is not None and git.repoURL:
+            return git.repoURL
+        source = (app.get("spec") or {}).get("source") or {}
+        url = source.get("repoURL")
+        return str(url) if url else None
+
+    def _credentials(self, watched: WatchedApplication) -> GitCredentials | None:
+        git = watched.valuesFrom.git
+        if git is None or git.credentialsSecretRef is None:
+            return None
+        try:
+            data = self.kube.read_secret_data(watched.verificationNamespace, git.credentialsSecretRef.name)
+            return GitCredentials.from_secret_data(data)
+        except (LookupError, ValueError) as exc:
+            self._warn_once(f"secret:{git.credentialsSecretRef.name}", f"detection: {exc}")
+            return None
+
+    def _images_of(
+        self,
+        uid: str,
+        entry: HistoryEntry,
+        watched: WatchedApplication,
+        repo_url: str | None,
+        credentials: GitCredentials | None,
+    ) -> Images | None:
+        """The images an entry's values pin, per target; None when they cannot be resolved (cached)."""
+        key = (uid, entry.revision)
+        if key in self._images:
+            return self._images[key]
+        images: Images | None = None
+        try:
+            values = self._values_of(entry, watched, repo_url, credentials)
+            images = tuple(str(resolve_expected_image(t, values)) for t in _targets(watched))
+        except (ValuesUnavailable, InvalidImageValues, InvalidImageReference) as exc:
+            self._warn_once(f"values:{entry.revision}", f"detection: no images for revision {entry.revision}: {exc}")
+        self._images[key] = images
+        return images
+
+    def _values_of(
+        self,
+        entry: HistoryEntry,
+        watched: WatchedApplication,
+        repo_url: str | None,
+        credentials: GitCredentials | None,
+    ) -> Mapping[str, Any]:
+        git = watched.valuesFrom.git
+        if git is None:
+            return values_from_helm_source(entry.source)
+        if repo_url is None or self.reader is None or len(entry.revisions) != 1:
+            raise ValuesUnavailable("no single git source to read values from")
+        return self.reader.read_values(repo_url, entry.revision, git.path, credentials)
+
+    async def _create(self, watched: WatchedApplication, rollback: Rollback, app_namespace: str) -> None:
+        manifest = verification_manifest(watched, rollback, app_namespace)
+        name = manifest["metadata"]["name"]
+        try:
+            created = await asyncio.to_thread(self.kube.create_verification, watched.verificationNamespace, manifest)
+        except Exception as exc:  # e.g. RBAC or a missing namespace: say so, do not retry in a loop
+            log.error(
+                "detection: cannot create RollbackVerification %s/%s: %s", watched.verificationNamespace, name, exc
+            )
+            return
+        if created is None:
+            log.debug("detection: %s/%s exists already", watched.verificationNamespace, name)
+            return
+        self.metrics.detected.labels(watched.name, rollback.detected_by.value).inc()
+        log.info(
+            "detection: %s rolled back from %s to %s (%s): created %s/%s",
+            watched.name,
+            rollback.previous.revision[:12],
+            rollback.entry.revision[:12],
+            rollback.detected_by.value,
+            watched.verificationNamespace,
+            name,
+        )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
+
+
+def _targets(watched: WatchedApplication) -> list[Target]:
+    return [t.model_copy(update={"namespace": t.namespace or watched.verificationNamespace}) for t in watched.targets]
