@@ -50,8 +50,14 @@ def history(application: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     return [cast(Mapping[str, Any], e) for e in entries if isinstance(e, Mapping)]
 
 
-def deployed_revision(application: Mapping[str, Any] | None) -> str | None:
-    """What Argo CD deployed last: the newest history entry (status.sync is the branch head instead)."""
+def deployed_revision(application: Mapping[str, Any] | None, during_sync: bool = False) -> str | None:
+    """What Argo CD deployed last: the newest history entry (status.sync is the branch head instead).
+    A PostSync hook runs before that entry is written (controller/sync.go writes history once the whole
+    sync, hooks included, succeeded), so for a hook it is the running operation's syncResult.revision."""
+    if during_sync and application:
+        result = ((application.get("status") or {}).get("operationState") or {}).get("syncResult") or {}
+        if result.get("revision"):
+            return str(result["revision"])
     entries = history(application)
     return str(entries[-1].get("revision")) if entries and entries[-1].get("revision") else None
 
@@ -98,6 +104,7 @@ def resolve_expectations(
     application: Mapping[str, Any] | None,
     reader: GitValuesReader | None,
     read_secret: Callable[[str], Mapping[str, str]] | None,
+    during_sync: bool = False,
 ) -> Expectations:
     """Expected image per target. Raises ExpectationError (ValuesUnavailable / InvalidSpec)."""
     app_name = spec.application.name if spec.application else ""
@@ -105,7 +112,9 @@ def resolve_expectations(
     revision = spec.revision
     source = "the spec's explicit images"
     if any(t.image is None for t in targets):
-        values, revision, source = _load_values(spec, application, app_name, reader, read_secret)
+        values, revision, source = _load_values(
+            spec, application, app_name, reader, read_secret, during_sync=during_sync
+        )
 
     images: dict[TargetKey, ImageRef] = {}
     for t in targets:
@@ -125,9 +134,11 @@ def _load_values(
     app_name: str,
     reader: GitValuesReader | None,
     read_secret: Callable[[str], Mapping[str, str]] | None,
+    *,
+    during_sync: bool,
 ) -> tuple[Mapping[str, Any], str | None, str]:
     values_from = spec.valuesFrom
-    revision = spec.revision or deployed_revision(application)
+    revision = spec.revision or deployed_revision(application, during_sync)
     if values_from is None and spec.application is None:
         raise ExpectationError(
             Reason.INVALID_SPEC,

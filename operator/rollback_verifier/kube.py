@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -86,12 +85,12 @@ class Kube:
 
     # -- reads -----------------------------------------------------------------------------------
     def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
-        """A Secret's data, decoded. Values are never logged or put into messages."""
+        """A Secret's `.data` as the API returns it (base64 values). Never logged, never in messages."""
         try:
             secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:
             raise LookupError(f"cannot read Secret {namespace}/{name} (HTTP {exc.status})") from None
-        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        return {str(k): str(v) for k, v in (secret.data or {}).items()}
 
     def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

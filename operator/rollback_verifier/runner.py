@@ -234,7 +234,8 @@ class VerificationRunner:
 
         application = self._application(spec)
         try:
-            expectations = await asyncio.to_thread(self._resolve, spec, targets, job.namespace, application)
+            hook = detected_by(body) == DetectedBy.POST_SYNC_HOOK.value
+            expectations = await asyncio.to_thread(self._resolve, spec, targets, job.namespace, application, hook)
         except ExpectationError as exc:
             await self._finish(job, failed_before_start(exc.reason, exc.message), time.time())
             return
@@ -278,6 +279,7 @@ class VerificationRunner:
         targets: list[Target],
         namespace: str,
         application: dict[str, Any] | None,
+        during_sync: bool,
     ) -> Expectations:
         return resolve_expectations(
             spec,
@@ -285,6 +287,7 @@ class VerificationRunner:
             application=application,
             reader=self.reader,
             read_secret=lambda name: self.kube.read_secret_data(namespace, name),
+            during_sync=during_sync,
         )
 
     def _evaluate(
