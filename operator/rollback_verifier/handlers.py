@@ -48,6 +48,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.reconnect_backoff = 1.0
     # One replica (Recreate): no peering objects to create or RBAC to grant for them.
     settings.peering.standalone = True
+    # Namespaces are exact names and our CRD is installed before the operator starts, so kopf need not
+    # list namespaces and CRDs cluster-wide: the namespaced mode then works with Roles only.
+    settings.scanning.disabled = True
     # No change-detecting handlers are used (state lives in status, written by the runner), so kopf
     # stores nothing on objects; should that change, it goes to status, not to annotations.
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
