@@ -40,8 +40,8 @@ e2e: install tools ## the e2e suite on the local cluster (starts it, or uses RV_
 	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest tests/e2e
 
 lint: install ## ruff, mypy, and the CRD drift check
-	@$(BIN)/ruff check operator tests bench
-	@$(BIN)/ruff format --check operator tests bench
+	@$(BIN)/ruff check operator tests bench demo
+	@$(BIN)/ruff format --check operator tests bench demo
 	@$(BIN)/mypy
 	@$(BIN)/pytest -q tests/unit/test_crd.py
 

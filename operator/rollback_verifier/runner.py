@@ -332,16 +332,18 @@ class VerificationRunner:
         }
 
     async def _write(self, job: _Job, status: Mapping[str, Any]) -> None:
-        """A progress write: last writer wins, but never over a verdict."""
-        current = (job.body.get("status") or {}).get("phase")
-        if current in FINAL_PHASES:
-            raise _AlreadyDecided
-        rv = (job.body.get("metadata") or {}).get("resourceVersion")
-        try:
-            job.body = await asyncio.to_thread(self.kube.patch_status, job.namespace, job.name, status, rv)
-        except Conflict:
-            job.body = await asyncio.to_thread(self.kube.get_verification, job.namespace, job.name)
-            await self._write(job, status)
+        """Patch status under a resourceVersion precondition, never over a verdict: on a conflict, re-read
+        and try again; if the re-read shows a verdict, another writer finished this job."""
+        for _ in range(5):
+            if (job.body.get("status") or {}).get("phase") in FINAL_PHASES:
+                raise _AlreadyDecided
+            rv = (job.body.get("metadata") or {}).get("resourceVersion")
+            try:
+                job.body = await asyncio.to_thread(self.kube.patch_status, job.namespace, job.name, status, rv)
+                return
+            except Conflict:
+                job.body = await asyncio.to_thread(self.kube.get_verification, job.namespace, job.name)
+        raise RuntimeError("status could not be written after 5 conflicting updates")
 
     async def _finish(
         self, job: _Job, verdict: Verdict, started: float, decided_by_change: float | None = None
@@ -353,17 +355,10 @@ class VerificationRunner:
         if "startedAt" not in (job.body.get("status") or {}):
             status["startedAt"] = now_iso(started)
             status["detectedBy"] = detected_by(job.body)
-        for _ in range(5):
-            if (job.body.get("status") or {}).get("phase") in FINAL_PHASES:
-                return  # a verdict is already recorded: never write a second one
-            rv = (job.body.get("metadata") or {}).get("resourceVersion")
-            try:
-                job.body = await asyncio.to_thread(self.kube.patch_status, job.namespace, job.name, status, rv)
-                break
-            except Conflict:
-                job.body = await asyncio.to_thread(self.kube.get_verification, job.namespace, job.name)
-        else:
-            raise RuntimeError("the verdict could not be written after 5 conflicting updates")
+        try:
+            await self._write(job, status)
+        except _AlreadyDecided:
+            return  # a verdict is already recorded: never write (or count) a second one
         written = time.time()
         app = str(((job.body.get("spec") or {}).get("application") or {}).get("name") or "")
         reason = verdict.reason.value if verdict.reason else ""
