@@ -26,13 +26,13 @@ from rollback_verifier.api import (
     FINAL_PHASES,
     Condition,
     DetectedBy,
-    OrphanedResource,
     Phase,
     Reason,
     RollbackVerificationSpec,
     Target,
     parse_spec,
 )
+from rollback_verifier.argocd import application_health, operation_running, orphans_of
 from rollback_verifier.expectations import ExpectationError, Expectations, resolve_expectations
 from rollback_verifier.kube import Conflict, Kube
 from rollback_verifier.metrics import Metrics
@@ -70,29 +70,6 @@ def detected_by(body: Mapping[str, Any]) -> str:
     if HOOK_ANNOTATION in (meta.get("annotations") or {}):
         return DetectedBy.POST_SYNC_HOOK.value
     return DetectedBy.MANUAL.value
-
-
-def orphans_of(application: Mapping[str, Any] | None) -> list[OrphanedResource]:
-    """Resources Argo CD marks requiresPruning: live, but no longer in the desired state."""
-    out = []
-    for r in ((application or {}).get("status") or {}).get("resources") or ():
-        if isinstance(r, Mapping) and r.get("requiresPruning"):
-            out.append(
-                OrphanedResource(
-                    group=str(r.get("group") or ""),
-                    kind=str(r.get("kind") or ""),
-                    namespace=str(r.get("namespace") or ""),
-                    name=str(r.get("name") or ""),
-                )
-            )
-    return out
-
-
-def application_health(application: Mapping[str, Any] | None) -> str | None:
-    if application is None:
-        return None
-    health = ((application.get("status") or {}).get("health") or {}).get("status")
-    return str(health) if health else "Unknown"
 
 
 class _AlreadyDecided(Exception):
@@ -255,7 +232,9 @@ class VerificationRunner:
             job.wakeup.clear()
             decided_by_change = job.last_change
             job.last_change = None
-            verdict = self._evaluate(spec, targets, expectations, deadline_passed=time.time() >= deadline)
+            verdict = self._evaluate(
+                spec, targets, expectations, deadline_passed=time.time() >= deadline, from_hook=hook
+            )
             if verdict.final:
                 await self._finish(job, verdict, parse_iso(started_at), decided_by_change)
                 return
@@ -295,7 +274,9 @@ class VerificationRunner:
         spec: RollbackVerificationSpec,
         targets: list[Target],
         expectations: Expectations,
+        *,
         deadline_passed: bool,
+        from_hook: bool,
     ) -> Verdict:
         inputs = []
         for t in targets:
@@ -314,8 +295,9 @@ class VerificationRunner:
             facts = ApplicationFacts(
                 health=application_health(app),
                 require_healthy=spec.requireApplicationHealthy,
-                orphans=orphans_of(app),
+                orphans=orphans_of(app, expectations.revision or spec.revision),
                 fail_on_orphans=spec.failOnOrphans,
+                operation_running=not from_hook and operation_running(app),
             )
         return decide(inputs, spec.digestPolicy, facts, deadline_passed)
 

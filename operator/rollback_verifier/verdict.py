@@ -174,6 +174,9 @@ class ApplicationFacts:
     require_healthy: bool
     orphans: Sequence[OrphanedResource] = ()
     fail_on_orphans: bool = False
+    # Argo CD's sync operation is still running: its results (e.g. what it left behind) are not final yet.
+    # Never set for a PostSync hook, which runs inside that very operation.
+    operation_running: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,10 @@ def decide(
     app_problem: Reason | None = None
     app_detail = ""
     orphans = list(application.orphans) if application else []
-    if application is not None and application.require_healthy and application.health != HEALTHY:
+    if application is not None and application.operation_running:
+        app_problem = Reason.APPLICATION_UNHEALTHY
+        app_detail = "Argo CD's sync operation is still running"
+    elif application is not None and application.require_healthy and application.health != HEALTHY:
         app_problem = Reason.APPLICATION_UNHEALTHY
         app_detail = f"the Application is {application.health or 'not found'}, not Healthy"
     orphan_problem = bool(application and application.fail_on_orphans and orphans)
@@ -286,8 +292,9 @@ def _conditions(
             _cond(
                 "ApplicationHealthy",
                 healthy if application.require_healthy else application.health == HEALTHY,
-                application.health or "NotFound",
-                f"Application health: {application.health or 'not found'}",
+                "OperationRunning" if application.operation_running else application.health or "NotFound",
+                f"Application health: {application.health or 'not found'}"
+                + ("; its sync operation is still running" if application.operation_running else ""),
             )
         )
     return out

@@ -244,3 +244,11 @@ def test_merge_conditions_keeps_transition_times_of_unchanged_conditions() -> No
     ]
     merged = {c.type: c.lastTransitionTime for c in merge_conditions(before, now, "t1")}
     assert merged == {"Ready": "t0", "RolloutComplete": "t1"}
+
+
+def test_a_running_argo_cd_operation_holds_the_verdict_back() -> None:
+    running = ApplicationFacts(health="Healthy", require_healthy=True, operation_running=True)
+    v = decide([inp()], "Auto", running, deadline_passed=False)
+    assert v.phase == Phase.RUNNING and "sync operation is still running" in v.message
+    assert conditions(v)["ApplicationHealthy"] == ("False", "OperationRunning")
+    assert decide([inp()], "Auto", running, deadline_passed=True).reason == Reason.APPLICATION_UNHEALTHY
