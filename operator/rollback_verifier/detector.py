@@ -76,6 +76,11 @@ class Detector:
                 decided.add(entries[index].id)
                 if rollback is not None:
                     await self._create(watched, rollback, meta.get("namespace", ""))
+            # Forget what Argo CD truncated from history: memory stays bounded however long it runs.
+            decided &= {e.id for e in entries}
+            revisions = {e.revision for e in entries}
+            for key in [k for k in self._images if k[0] == uid and k[1] not in revisions]:
+                del self._images[key]
 
     async def _judge(
         self, app: Mapping[str, Any], watched: WatchedApplication, entries: list[HistoryEntry], index: int
