@@ -272,3 +272,14 @@ def test_start_wait_reports_a_crashed_operator(cluster: Cluster, tmp_path: Path)
     assert "cannot read settings file" in out
     with pytest.raises(AssertionError, match="exited with 2"):
         start_operator_wait(Operator(proc, 1, tmp_path / "none.log"), timeout=5)
+
+
+def test_the_operator_also_runs_cluster_wide(
+    cluster: Cluster, namespace: str, tmp_path: Path, rolled_back: tuple[GitOpsRepo, str, str]
+) -> None:
+    repo, rev_a, _ = rolled_back
+    cluster.install_crd()
+    with running_operator(cluster, [], tmp_path, extra=["--all-namespaces"]):
+        cluster.apply(verification("cluster-wide", git_values_spec(repo, rev_a, timeoutSeconds=90)), namespace)
+        status = wait_verdict(cluster, namespace, "cluster-wide", timeout=90)["status"]
+    assert (status["phase"], status["reason"]) == ("Succeeded", "Verified")
