@@ -21,7 +21,10 @@ from rollback_verifier.kube import ARGO_GROUP, ARGO_PLURAL, ARGO_VERSION, Kube
 log = logging.getLogger(__name__)
 SERVER_TIMEOUT = 270  # the API server ends the watch after this; we re-watch from the last resourceVersion
 CLIENT_TIMEOUT = 300  # the socket read gives up after this, if the server went silent
-RETRY_SECONDS = 30  # after an error (e.g. the Application CRD is not installed yet)
+# After an error (e.g. Argo CD's Application CRD is not installed): retry, backing off to a rare check,
+# so an operator on a cluster without Argo CD makes almost no requests.
+RETRY_SECONDS = 30
+MAX_RETRY_SECONDS = 900
 
 Listener = Callable[[str, dict[str, Any]], None]  # (event type, Application)
 
@@ -72,10 +75,11 @@ class ApplicationWatcher:
 
     def _run(self) -> None:
         warned = False
+        retry = RETRY_SECONDS
         while not self._stop.is_set():
             try:
                 rv = self._list()
-                warned = False
+                warned, retry = False, RETRY_SECONDS
                 while not self._stop.is_set():
                     rv = self._watch(rv)
             except ApiException as exc:
@@ -83,15 +87,16 @@ class ApplicationWatcher:
                     continue
                 if not warned:
                     log.warning(
-                        "cannot watch Argo CD Applications in %s (HTTP %s: %s); retrying every %ss",
+                        "cannot watch Argo CD Applications in %s (HTTP %s: %s); retrying, backing off to every %ss",
                         self.namespace,
                         exc.status,
                         exc.reason,
-                        RETRY_SECONDS,
+                        MAX_RETRY_SECONDS,
                     )
                     warned = True
                 self.synced.set()  # nothing to wait for: the Applications are unknown
-                self._stop.wait(RETRY_SECONDS)
+                self._stop.wait(retry)
+                retry = min(retry * 2, MAX_RETRY_SECONDS)
             except Exception as exc:
                 log.warning("Application watch in %s broke (%s); re-listing", self.namespace, exc)
                 self._stop.wait(2)

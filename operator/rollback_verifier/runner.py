@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 DETECTED_BY_LABEL = f"{LABEL_PREFIX}detected-by"
 HOOK_ANNOTATION = "argocd.argoproj.io/hook"
 MAX_BACKOFF_SECONDS = 60.0
+PROGRESS_INTERVAL = 1.0  # seconds between two progress writes of one verification (verdicts never wait)
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -116,7 +117,11 @@ class VerificationRunner:
             return
         job = self._jobs.get(uid)
         if job is not None:
-            job.body = dict(body)
+            # The job keeps the body its own writes returned (a watch event may be older); it only needs
+            # to learn that someone else wrote a verdict.
+            if ((body.get("status") or {}).get("phase")) in FINAL_PHASES:
+                job.body = dict(body)
+                job.wakeup.set()
             return
         if ((body.get("status") or {}).get("phase")) in FINAL_PHASES:
             return  # a verdict is final: nothing to do, ever
@@ -228,8 +233,11 @@ class VerificationRunner:
         )
 
         last_written: Any = None
+        last_write_at = 0.0
         while True:
             job.wakeup.clear()
+            if (job.body.get("status") or {}).get("phase") in FINAL_PHASES:
+                return  # another writer recorded the verdict
             decided_by_change = job.last_change
             job.last_change = None
             verdict = self._evaluate(
@@ -238,14 +246,20 @@ class VerificationRunner:
             if verdict.final:
                 await self._finish(job, verdict, parse_iso(started_at), decided_by_change)
                 return
+            # Progress is written at most once per PROGRESS_INTERVAL: a rollout's many pod events must
+            # not become as many status writes (each one delays the verdict's write behind it).
             progress = (verdict.message, [t.model_dump() for t in verdict.targets])
+            wait = deadline - time.time()
             if progress != last_written:
-                await self._write(job, self._status_of(job, verdict))
-                last_written = progress
-            remaining = deadline - time.time()
-            if remaining > 0:
+                since = time.monotonic() - last_write_at
+                if since >= PROGRESS_INTERVAL:
+                    await self._write(job, self._status_of(job, verdict))
+                    last_written, last_write_at = progress, time.monotonic()
+                else:
+                    wait = min(wait, PROGRESS_INTERVAL - since)
+            if wait > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(job.wakeup.wait(), timeout=remaining)
+                    await asyncio.wait_for(job.wakeup.wait(), timeout=wait)
 
     def _application(self, spec: RollbackVerificationSpec) -> dict[str, Any] | None:
         if spec.application is None:
