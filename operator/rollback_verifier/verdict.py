@@ -66,6 +66,16 @@ def _runtime_ref(image_id: str, image: str) -> str:
     return image
 
 
+def _observed(pods: Sequence[PodView], containers: Sequence[str]) -> dict[str, list[str]]:
+    observed: dict[str, set[str]] = {c: set() for c in containers}
+    for pod in pods:
+        for name in containers:
+            running = pod.container(name)
+            if running is not None:
+                observed[name].add(_runtime_ref(running.image_id, running.image))
+    return {c: sorted(v) for c, v in observed.items()}
+
+
 def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvaluation:
     t = inp.target
     where = f"{t.namespace}/{t.name}"
@@ -77,9 +87,12 @@ def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvalu
 
     checked = list(t.containers) if t.containers else list(d.template_images)
     template = {**d.template_init_images, **d.template_images}
+    ready_pods = [p for p in pods_of(d, inp.pods) if p.ready]
     status = base.model_copy(
         update={
             "expectedImages": {c: str(expected) for c in checked},
+            # What runs, whatever the verdict: the question an SRE asks first.
+            "observedImages": _observed(ready_pods, checked),
             "replicas": d.spec_replicas,
             "updatedReplicas": d.updated_replicas,
             "availableReplicas": d.available_replicas,
@@ -106,8 +119,6 @@ def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvalu
     if not rollout.complete:
         return _with_message(status, Reason.ROLLOUT_TIMEOUT, f"{t.name}: {rollout.message}")
 
-    ready_pods = [p for p in pods_of(d, inp.pods) if p.ready]
-    observed: dict[str, set[str]] = {c: set() for c in checked}
     problem: Reason | None = None
     detail = ""
     notes: list[str] = []
@@ -122,7 +133,6 @@ def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvalu
                 )
                 verified_all = False
                 continue
-            observed[name].add(_runtime_ref(running.image_id, running.image))
             if not template_image_matches(expected, running.image):
                 problem = problem or Reason.IMAGE_MISMATCH
                 detail = detail or f"{t.name}: pod {pod.name} runs {running.image} in {name}, expected {expected}"
@@ -153,7 +163,6 @@ def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvalu
         notes.append(f"{t.name}: digestPolicy Spec checks the pod spec only")
     elif not ready_pods and problem is None:
         notes.append(f"{t.name}: no pods run (0 replicas); the pod template was checked")
-    status.observedImages = {c: sorted(v) for c, v in observed.items()}
     status.digestsVerified = verified_all and problem is None
     if problem is not None:
         return _with_message(status, problem, detail)

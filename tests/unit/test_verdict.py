@@ -252,3 +252,9 @@ def test_a_running_argo_cd_operation_holds_the_verdict_back() -> None:
     assert v.phase == Phase.RUNNING and "sync operation is still running" in v.message
     assert conditions(v)["ApplicationHealthy"] == ("False", "OperationRunning")
     assert decide([inp()], "Auto", running, deadline_passed=True).reason == Reason.APPLICATION_UNHEALTHY
+
+
+def test_what_runs_is_reported_even_when_the_template_is_wrong() -> None:
+    e = evaluate_target(inp(deployment(images={"app": IMAGE_B}), [pod("p", images={"app": IMAGE_B})]), "Auto")
+    assert e.problem == Reason.IMAGE_MISMATCH
+    assert e.status.observedImages == {"app": [f"registry.example/lab/jangar@{IMAGE_B.rsplit('@', 1)[1]}"]}
