@@ -76,14 +76,7 @@ def bench_api(kubeconfig: Path) -> client.ApiClient:
 
 
 def new_namespace(cluster: Cluster, name: str) -> str:
-    cluster.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=true", "--timeout=60s", check=False)
-    cluster.kubectl("create", "namespace", name)
-    cluster.wait_for(
-        lambda: cluster.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode == 0,
-        timeout=30,
-        what=f"the default ServiceAccount of {name}",
-    )
-    return name
+    return cluster.create_namespace(name, fresh=True)
 
 
 # -- watch events with local receive times ---------------------------------------------------------

@@ -100,13 +100,7 @@ def main() -> None:
     cluster = cluster_up()
     step("installing the RollbackVerification CRD")
     cluster.install_crd()
-    cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=60s")
-    cluster.kubectl("create", "namespace", NAMESPACE)
-    cluster.wait_for(
-        lambda: cluster.kubectl("-n", NAMESPACE, "get", "sa", "default", check=False).returncode == 0,
-        30,
-        "the namespace",
-    )
+    cluster.create_namespace(NAMESPACE, fresh=True)
 
     with tempfile.TemporaryDirectory(prefix="rv-demo-") as tmp_dir:
         tmp = Path(tmp_dir)

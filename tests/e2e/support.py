@@ -58,6 +58,19 @@ class Cluster:
             raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stderr}")
         return proc
 
+    def create_namespace(self, name: str, *, fresh: bool = False) -> str:
+        """Create a namespace and wait for its default ServiceAccount (pods need it); `fresh` deletes an
+        old one of that name first."""
+        if fresh:
+            self.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+        self.kubectl("create", "namespace", name)
+        self.wait_for(
+            lambda: self.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode == 0,
+            timeout=30,
+            what=f"the default ServiceAccount of {name}",
+        )
+        return name
+
     def install_crd(self) -> None:
         self.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
         self.kubectl("wait", "--for=condition=Established", "crd/rollbackverifications.gitops.proompteng.ai")
