@@ -337,7 +337,16 @@ def test_health_is_progressing_then_degraded_when_the_deadline_passes(
     assert resource(app, "Deployment", "agents")["health"]["status"] == "Progressing"
     health = sim.refresh_health(APP, wait=True, timeout=90)
     assert health["status"] == "Degraded"
-    app = sim.get(APP)
+    # The app is Degraded as soon as one Deployment is; both pass their 3 s deadline, one slightly later.
+    app = cluster.wait_for(
+        lambda: (
+            (a := sim.refresh(APP))
+            and resource(a, "Deployment", "agents").get("health", {}).get("status") == "Degraded"
+            and a
+        ),
+        timeout=60,
+        what="the agents Deployment to be Degraded too",
+    )
     assert app["status"]["resourceHealthSource"] == "inline"
     assert resource(app, "Deployment", "agents")["health"] == {
         "status": "Degraded",
