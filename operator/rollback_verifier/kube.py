@@ -92,20 +92,6 @@ class Kube:
             raise LookupError(f"cannot read Secret {namespace}/{name} (HTTP {exc.status})") from None
         return {str(k): str(v) for k, v in (secret.data or {}).items()}
 
-    def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = cast(
-                dict[str, Any],
-                self.custom.get_namespaced_custom_object(
-                    ARGO_GROUP, ARGO_VERSION, namespace, ARGO_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
-                ),
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return obj
-
     def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
         items = self.apps.list_namespaced_deployment(namespace, _request_timeout=REQUEST_TIMEOUT).items
         return [self.api_client.sanitize_for_serialization(d) for d in items]

@@ -21,7 +21,7 @@ from rollback_verifier.api import (
     Target,
     TargetStatus,
 )
-from rollback_verifier.images import ImageRef, digest_from_image_id, template_image_matches
+from rollback_verifier.images import ImageRef, digest_from_image_id, digest_matches, template_image_matches
 from rollback_verifier.rollout import DeploymentView, PodView, evaluate_rollout, pods_of
 
 # When several things are wrong at the deadline, the reason is the first of these that applies:
@@ -140,9 +140,9 @@ def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvalu
                 continue
             if policy == DigestPolicy.SPEC or expected.digest is None:
                 continue
-            runtime_digest = digest_from_image_id(running.image_id)
-            if runtime_digest == expected.digest:
+            if digest_matches(expected, running.image_id):
                 continue
+            runtime_digest = digest_from_image_id(running.image_id)
             verified_all = False
             if runtime_digest is None:
                 problem = problem or Reason.DIGEST_MISMATCH
