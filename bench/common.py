@@ -79,6 +79,9 @@ def new_namespace(cluster: Cluster, name: str) -> str:
     return cluster.create_namespace(name, fresh=True)
 
 
+FINAL = ("Succeeded", "Failed")
+
+
 # -- watch events with local receive times ---------------------------------------------------------
 @dataclass
 class Event:
@@ -184,6 +187,15 @@ class Recorder:
     def mark(self) -> int:
         with self._cond:
             return len(self.events)
+
+    def wait_verdict(self, name: str, since: int = 0, timeout: float = 60) -> Event:
+        """The first event from index `since` on that shows RollbackVerification `name` with a verdict."""
+        return self.wait_for(
+            lambda e: e.kind == "rbv" and e.name == name and (e.obj.get("status") or {}).get("phase") in FINAL,
+            timeout=timeout,
+            what=f"the verdict of {name}",
+            since=since,
+        )
 
     def wait_for(self, predicate: Callable[[Event], bool], timeout: float, what: str, since: int = 0) -> Event:
         """The first event from index `since` on that satisfies predicate (waiting for it if needed)."""

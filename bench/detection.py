@@ -284,16 +284,7 @@ def run(
                     what=f"the creation of {name}",
                     since=mark,
                 )
-                verdict = recorder.wait_for(
-                    lambda e, n=name: (
-                        e.kind == "rbv"
-                        and e.name == n
-                        and (e.obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-                    ),
-                    timeout=60,
-                    what=f"the verdict of {name}",
-                    since=mark,
-                )
+                verdict = recorder.wait_verdict(name, since=mark)
                 status = verdict.obj["status"]
                 if status["phase"] != "Succeeded":
                     raise RuntimeError(f"{name}: {status['phase']}/{status.get('reason')}: {status.get('message')}")

@@ -285,16 +285,7 @@ def run(
                 replicas = {name: int(d["spec"].get("replicas", 1)) for name, d in latest.items()}
                 trigger = time.monotonic()
                 cluster.kubectl("-n", ns, "rollout", "resume", *(f"deployment/{d}" for d in TARGETS))
-                recorder.wait_for(
-                    lambda e, n=name: (
-                        e.kind == "rbv"
-                        and e.name == n
-                        and (e.obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-                    ),
-                    timeout=60,
-                    what=f"the verdict of {name}",
-                    since=mark,
-                )
+                recorder.wait_verdict(name, since=mark)
                 t_kubectl = max(k.done(60) for k in kubectls)
                 time.sleep(0.3)  # late watch events of this rollout
                 m = measure(recorder.snapshot(), trigger, name, templates, replicas)
