@@ -41,6 +41,7 @@ def newest(*revisions: str | list[str]) -> tuple[list[HistoryEntry], int]:
         (["r1", "r2", "r2"], False),  # the same revision synced twice
         (["r1"], False),  # nothing to compare with
         (["r1", "r2", "r1", "r1"], False),  # a resync after a rollback is not a second rollback
+        (["r1", "r2", "r1", "r2"], True),  # the contract's literal rule: back to r2 equals an older entry
     ],
 )
 def test_argocd_history(revisions: list[str], rolled_back: bool) -> None:
