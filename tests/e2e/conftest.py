@@ -1,7 +1,8 @@
 """The e2e suite runs against the real local cluster (tests/e2e/cluster/cluster.sh).
 
-The session starts its own cluster (named rv-e2e) and tears it down at the end, or uses the
-cluster whose kubeconfig $RV_E2E_KUBECONFIG names, and then leaves it alone.
+The session starts its own cluster (named rv-e2e, or $RV_E2E_CLUSTER_NAME so that two checkouts can
+test side by side) and tears it down at the end, or uses the cluster whose kubeconfig
+$RV_E2E_KUBECONFIG names, and then leaves it alone.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def cluster() -> Iterator[Cluster]:
     if given:
         yield Cluster(Path(given))
         return
-    env = {**os.environ, "RV_CLUSTER_NAME": "rv-e2e"}
+    env = {**os.environ, "RV_CLUSTER_NAME": os.environ.get("RV_E2E_CLUSTER_NAME", "rv-e2e")}
     up = subprocess.run([str(CLUSTER_SH), "up"], env=env, capture_output=True, text=True, check=False)
     if up.returncode != 0:
         subprocess.run([str(CLUSTER_SH), "down"], env=env, capture_output=True, check=False)

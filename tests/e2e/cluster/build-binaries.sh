@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local cluster's binaries (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok, kwokctl, helm, promtool) from the versions pinned in
-# versions.env, through the Go module proxy, into a cache folder outside the repo.
+# kube-scheduler, kubelet, kubectl, kwok, kwokctl, helm, promtool, prometheus, alertmanager,
+# argocd) from the versions pinned in versions.env, through the Go module proxy, into a cache
+# folder outside the repo.
 # A build whose key (versions.env + the recipe number) is already cached is reused at once.
 #
 # Prints the bin folder on stdout; progress and errors go to stderr.
@@ -18,17 +19,18 @@ command -v go >/dev/null 2>&1 || die "no 'go' on PATH. Install Go >= 1.26 (e.g. 
 
 cache_root=${RV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rollback-verifier}
 # Bump when the build recipe below changes in a way that changes the binaries.
-recipe=1
+recipe=2
 key=$( (cat "$here/versions.env"; echo "recipe=$recipe") | sha256sum | cut -c1-12)
 bin="$cache_root/bin-$key"
 work="$cache_root/build-$key"
 log_dir="$cache_root/logs"
 mkdir -p "$log_dir"
 
-wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm promtool)
+wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kwok kwokctl helm
+  promtool prometheus alertmanager argocd)
 have_all() {
   for b in "${wanted[@]}"; do [ -x "$bin/$b" ] || return 1; done
-  [ -f "$bin/argocd-application-crd.yaml" ]
+  [ -f "$bin/argocd-manifests/install.yaml" ] && [ -f "$bin/argocd-application-crd.yaml" ]
 }
 if have_all; then echo "$bin"; exit 0; fi
 
@@ -65,7 +67,7 @@ build_kubernetes() {
       | while read -r m; do echo "  $m => $m $staging_version"; done
     echo ")"
   } >"$mod/go.mod"
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
   local v pkgs=() ldflags=""
   for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
   for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -73,7 +75,7 @@ build_kubernetes() {
     ldflags+=" -X $v.gitTreeState=clean -X $v.buildDate=1970-01-01T00:00:00Z"
   done
   (cd "$mod" && run "resolving Kubernetes $KUBERNETES_VERSION modules" go get "${pkgs[@]/%/@$KUBERNETES_VERSION}")
-  (cd "$mod" && run "compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (slow on a cold cache)" \
+  (cd "$mod" && run "compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl (slow on a cold cache)" \
     go build -trimpath -tags selinux,notest -ldflags "-s -w$ldflags" -o "$bin/" "${pkgs[@]}")
 }
 
@@ -98,17 +100,51 @@ go_install() { # go_install <what> <pkg@version>: modules without replaces insta
 [ -x "$bin/helm" ] || go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 [ -x "$bin/promtool" ] || go_install promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
 
-# Argo CD's Application CRD, from its module source (the e2e drives Applications as Argo CD does).
-fetch_argocd_crd() {
+# Argo CD, the real one (controller, repo-server, server, notifications, CLI: one multi-call binary),
+# and its manifests (CRDs, config objects) from the same module version. Pinned to v3.2.11: v3.3 and
+# later build gitops-engine from a nested module (./gitops-engine) that the module proxy does not
+# serve, and v3.2.12 does not compile (settings.ValidateExternalURL is missing from its module zip).
+argocd_dir() { go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\$/\1/p"; }
+build_argocd() {
+  local mod="$work/argocd" gomod
+  mkdir -p "$mod"
+  gomod=$(argocd_dir GoMod) || true
+  [ -f "$gomod" ] || die "cannot download github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION from the Go module proxy"
+  if grep -q '^replace github.com/argoproj/gitops-engine => \./' "$gomod"; then
+    die "argo-cd $ARGOCD_VERSION builds gitops-engine from its own tree (./gitops-engine), which the Go module proxy does not serve: pin ARGOCD_VERSION=v3.2.11 in versions.env"
+  fi
+  {
+    echo "module rollback-verifier.local/argocd"
+    grep -E '^go [0-9]' "$gomod"
+    echo "require github.com/argoproj/argo-cd/v3 $ARGOCD_VERSION"
+    # a dependency's replace directives are ignored by the main module: copy argo-cd's own
+    awk '/^replace \($/{inb=1; print; next} inb && /^\)$/{inb=0; print; next} inb{print; next} /^replace /{print}' "$gomod"
+  } >"$mod/go.mod"
+  (cd "$mod" && run "resolving Argo CD $ARGOCD_VERSION modules" go get "github.com/argoproj/argo-cd/v3/cmd@$ARGOCD_VERSION")
+  local p=github.com/argoproj/argo-cd/v3/common kv
+  kv=$(cd "$mod" && go list -m k8s.io/client-go | awk '{print $NF}')
+  # common.version without the leading v: Argo CD prints it with one of its own.
+  (cd "$mod" && run "compiling argocd (slow on a cold cache, about 2 GB of memory at link time)" go build -trimpath \
+    -ldflags "-s -w -X $p.version=${ARGOCD_VERSION#v} -X $p.buildDate=1970-01-01T00:00:00Z -X $p.gitCommit=unknown -X $p.gitTreeState=clean -X $p.kubectlVersion=$kv" \
+    -o "$bin/argocd" github.com/argoproj/argo-cd/v3/cmd)
+}
+fetch_argocd_manifests() {
   local dir
-  dir=$(go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [ -f "$dir/manifests/crds/application-crd.yaml" ] || die "argo-cd $ARGOCD_VERSION has no manifests/crds/application-crd.yaml"
+  dir=$(argocd_dir Dir)
+  [ -f "$dir/manifests/install.yaml" ] || die "argo-cd $ARGOCD_VERSION has no manifests/install.yaml"
+  mkdir -p "$bin/argocd-manifests"
+  cp "$dir"/manifests/crds/{application,appproject,applicationset}-crd.yaml "$dir/manifests/install.yaml" "$bin/argocd-manifests/"
   cp "$dir/manifests/crds/application-crd.yaml" "$bin/argocd-application-crd.yaml"
 }
-if [ ! -f "$bin/argocd-application-crd.yaml" ]; then
-  say "fetching Argo CD $ARGOCD_VERSION's Application CRD"
-  fetch_argocd_crd
+[ -x "$bin/argocd" ] || build_argocd
+if [ ! -f "$bin/argocd-manifests/install.yaml" ] || [ ! -f "$bin/argocd-application-crd.yaml" ]; then
+  say "fetching Argo CD $ARGOCD_VERSION's CRDs and install manifests"
+  fetch_argocd_manifests
 fi
+
+# Prometheus and Alertmanager for the e2e alerting tests (their web UIs are not needed).
+[ -x "$bin/prometheus" ] || go_install prometheus "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
+[ -x "$bin/alertmanager" ] || go_install alertmanager "github.com/prometheus/alertmanager/cmd/alertmanager@$ALERTMANAGER_VERSION"
 
 have_all || die "some binaries are missing from $bin after the build (see $log)"
 say "binaries ready in $bin"
