@@ -11,7 +11,7 @@
 # Settings (environment): IMAGE (default localhost/rollback-verifier), TAG (default: the package
 # version), RV_IMAGE_ENGINE (auto|docker|buildah), RV_IMAGE_BASE (auto|registry|debian: where a
 # missing base image comes from), RV_IMAGE_OUT (default build/image), RV_CACHE_DIR,
-# RV_DEBIAN_MIRROR (see debian-base.sh).
+# RV_DEBIAN_MIRROR and RV_APT_DIR (see debian-base.sh).
 #
 # Only because of some machines: when pip's configuration names a CA bundle (`cert`, e.g. for a
 # TLS-intercepting proxy), the bundle is mounted into the build's RUN steps with a pip.conf naming
@@ -42,6 +42,9 @@ case "$engine" in
   buildah) command -v buildah >/dev/null || die "RV_IMAGE_ENGINE=buildah, but buildah is not installed (apt-get install buildah)" ;;
   *) die "RV_IMAGE_ENGINE must be auto, docker or buildah, not '$engine'" ;;
 esac
+if [ "$engine" = buildah ] && [ "$(id -u)" != 0 ]; then
+  die "building with buildah needs root here (rootless buildah needs subuid/subgid ranges); run as root or use Docker"
+fi
 case "$base_source" in auto | registry | debian) ;; *) die "RV_IMAGE_BASE must be auto, registry or debian, not '$base_source'" ;; esac
 
 # Everything is written to a scratch folder next to the output and moved into place at the end:
@@ -82,9 +85,11 @@ build_with_docker() {
 }
 
 build_with_buildah() {
-  [ "$(id -u)" = 0 ] || die "building with buildah needs root here (rootless buildah needs subuid/subgid ranges); run as root or use Docker"
   local store="$cache_root/containers"
-  buildah=(buildah --root "$store/storage" --runroot "${XDG_RUNTIME_DIR:-/run}/rollback-verifier-containers")
+  # Run-time state (locks, mounts) on tmpfs, one folder per storage.
+  local runroot
+  runroot="${XDG_RUNTIME_DIR:-/run}/rollback-verifier-containers-$(echo "$store" | sha256sum | cut -c1-8)"
+  buildah=(buildah --root "$store/storage" --runroot "$runroot")
   export BUILDAH="${buildah[*]}"
   # A change to the stand-in's recipe makes a new stand-in.
   export RV_BASE_RECIPE
@@ -99,7 +104,7 @@ build_with_buildah() {
       say "the cached stand-in for $name is from an older recipe: making it again"
       "${buildah[@]}" rmi "$name" >/dev/null
     fi
-    if [ "$base_source" != debian ] && "${buildah[@]}" pull --quiet "$name" >/dev/null 2>"$staging/pull.err"; then
+    if [ "$base_source" != debian ] && timeout 600 "${buildah[@]}" pull --quiet "$name" >/dev/null 2>"$staging/pull.err"; then
       say "pulled $name"
       continue
     fi

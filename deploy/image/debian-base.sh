@@ -11,7 +11,7 @@
 # and tagged only once it is complete and checked: a failed build leaves no image behind.
 #
 # Environment: BUILDAH (the buildah command with its storage flags, from build.sh),
-# RV_DEBIAN_MIRROR (default: the first Debian mirror of this machine's apt sources),
+# RV_DEBIAN_MIRROR (default: the first Debian mirror of the apt sources in RV_APT_DIR, /etc/apt),
 # RV_BASE_RECIPE (a label value that identifies this recipe, from build.sh).
 set -euo pipefail
 
@@ -26,19 +26,20 @@ die() { echo "image: error: $*" >&2; exit 1; }
 command -v debootstrap >/dev/null || die "no 'debootstrap' to make the base image from Debian (apt-get install debootstrap)"
 
 # The mirror this machine's apt uses (deb822 sources or the one-line format), unless given.
+apt_dir=${RV_APT_DIR:-/etc/apt}
 apt_mirror() {
   local f
-  for f in /etc/apt/sources.list.d/*.sources; do
+  for f in "$apt_dir"/sources.list.d/*.sources; do
     [ -f "$f" ] || continue
     awk '/^URIs:/ {for (i = 2; i <= NF; i++) if ($i !~ /security/) {print $i; exit}}' "$f"
   done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+  for f in "$apt_dir"/sources.list "$apt_dir"/sources.list.d/*.list; do
     [ -f "$f" ] || continue
     awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' "$f"
   done
 }
 mirror=${RV_DEBIAN_MIRROR:-$(apt_mirror | head -n 1)}
-[ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list{,.d}; set RV_DEBIAN_MIRROR (e.g. http://deb.debian.org/debian)"
+[ -n "$mirror" ] || die "no Debian mirror in $apt_dir/sources.list{,.d}: set RV_DEBIAN_MIRROR (e.g. http://deb.debian.org/debian)"
 security_mirror=${mirror%/debian}/debian-security
 [ "$security_mirror" != "$mirror/debian-security" ] || security_mirror=""
 
