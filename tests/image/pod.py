@@ -120,8 +120,8 @@ class RuncContainer:
         self.state = folder / "runc-state"
         self.bundle = folder / "bundle"
         self.bundle.mkdir(parents=True)
-        spec = {**spec, "linux": {**spec["linux"], "cgroupsPath": f"/rollback-verifier-tests/{self.id}"}}
-        (self.bundle / "config.json").write_text(json.dumps(spec, indent=1))
+        self.spec = {**spec, "linux": {**spec["linux"], "cgroupsPath": f"/rollback-verifier-tests/{self.id}"}}
+        (self.bundle / "config.json").write_text(json.dumps(self.spec, indent=1))
         self.log_path = folder / "container.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
@@ -210,6 +210,7 @@ def chart_pod(
     folder: Path,
     extra_read_only: list[tuple[Path, str]] | None = None,
 ) -> ChartPod:
+    folder.mkdir(parents=True, exist_ok=True)
     rendered = render_chart(values, namespace, folder)
     deployment = one(rendered, "Deployment")
     account = pod_spec_of(deployment)["serviceAccountName"]
