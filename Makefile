@@ -8,7 +8,7 @@ CLUSTER := tests/e2e/cluster/cluster.sh
 .PHONY: help install tools cluster-up cluster-down test unit integration e2e lint crds demo bench clean image e2e-node
 
 help: ## list the verbs
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ lint: install ## ruff, mypy, and the CRD drift check
 
 image: ## build the operator's image from the Dockerfile (docker, else buildah) into build/image/oci; prints its size
 	@deploy/image/build.sh
+
+e2e-node: install tools ## the chart's pod on a real kubelet + containerd node joined to the local cluster (root)
+	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest tests/node
 
 crds: install ## regenerate the CRD from the API models
 	@$(BIN)/rollback-verifier crds --write deploy/crds --write deploy/chart/crds
