@@ -51,14 +51,20 @@ def require(*tools: str) -> None:
         pytest.fail("the image tests run the image under runc, which needs root here", pytrace=False)
 
 
+_built: dict[str, str] = {}  # shared by every conftest that imports the fixture (tests/node's too)
+
+
 @pytest.fixture(scope="session")
 def built_image() -> dict[str, str]:
     """`make image`, once per session: the image's description from build/image/image.env."""
+    if _built:
+        return _built
     proc = subprocess.run([str(BUILD)], capture_output=True, text=True, check=False, timeout=1800)
     if proc.returncode != 0:
         pytest.fail(f"make image failed:\n{proc.stderr[-4000:]}", pytrace=False)
     print(proc.stderr)  # the build's summary (size, time) lands in the test log
-    return read_env(OUTPUT / "image.env")
+    _built.update(read_env(OUTPUT / "image.env"))
+    return _built
 
 
 @pytest.fixture(scope="session")
