@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from typing import Any, cast
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -19,15 +22,58 @@ class Conflict(Exception):
     """The object changed since it was read (HTTP 409): re-read it and decide again."""
 
 
-def load_client_config() -> client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig ($KUBECONFIG)."""
+class KubeconfigError(Exception):
+    """No usable client configuration: no kubeconfig, a broken one, or an unknown context."""
+
+
+def load_client_config(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+    """The given kubeconfig/context; else in-cluster config when running in a pod, else the kubeconfig
+    ($KUBECONFIG or ~/.kube/config). Also becomes the client library's default configuration.
+    Raises KubeconfigError, saying what is wrong."""
     try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
+        if kubeconfig or context:
+            config.load_kube_config(config_file=kubeconfig, context=context)
+        else:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+    except (config.ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # A YAML that is not a kubeconfig surfaces as any of these from the client library.
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        detail = str(exc).strip() or type(exc).__name__
+        raise KubeconfigError(f"no usable kubeconfig ({where}): {detail}") from None
     cfg = client.Configuration.get_default_copy()
     cfg.connection_pool_maxsize = 16  # verifications write status concurrently
     return client.ApiClient(cfg)
+
+
+def cluster_problem(exc: BaseException, host: str) -> str | None:
+    """One line saying why the cluster could not be reached or read, or None when `exc` is not that."""
+    if isinstance(exc, ApiException):
+        if exc.status == 401:
+            return (
+                f"the cluster at {host} refused the credentials (401 Unauthorized): "
+                "log in again or choose another --context"
+            )
+        if exc.status == 403:
+            return f"access denied (403 Forbidden): {_api_message(exc)}"
+        return f"the cluster at {host} answered {exc.status} {exc.reason}: {_api_message(exc)}"
+    if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+        reason = getattr(exc, "reason", None) or exc
+        return f"cannot reach the cluster at {host}: {reason} (is it up? --kubeconfig and --context choose another)"
+    return None
+
+
+def _api_message(exc: ApiException) -> str:
+    """The Status message the API server sent (it names the user, verb and resource), else the reason."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(exc.reason or "no message")
 
 
 class Kube:
@@ -91,6 +137,18 @@ class Kube:
         except ApiException as exc:
             raise LookupError(f"cannot read Secret {namespace}/{name} (HTTP {exc.status})") from None
         return {str(k): str(v) for k, v in (secret.data or {}).items()}
+
+    def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """An Argo CD Application, None when it does not exist."""
+        try:
+            obj = self.custom.get_namespaced_custom_object(
+                ARGO_GROUP, ARGO_VERSION, namespace, ARGO_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
 
     def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
         items = self.apps.list_namespaced_deployment(namespace, _request_timeout=REQUEST_TIMEOUT).items
