@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # module name -> the subcommands it registers; imported lazily so `crds` never loads kopf.
 SUBCOMMAND_MODULES = (
@@ -63,14 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command(f"rollback-verifier {args.command}", lambda: args.handler(args))
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """Run a command; its UsageError or ClusterError becomes one line on stderr and that error's exit code."""
     try:
-        code: int = args.handler(args)
+        return command()
     except UsageError as exc:
-        print(f"rollback-verifier {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ClusterError as exc:
-        print(f"rollback-verifier {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_CLUSTER
     except KeyboardInterrupt:
         return 130
-    return code

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import urllib3
@@ -12,10 +14,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from rollback_verifier import GROUP, PLURAL, VERSION
+from rollback_verifier.cli import ClusterError, UsageError
 
 ARGO_GROUP, ARGO_VERSION, ARGO_PLURAL = "argoproj.io", "v1alpha1", "applications"
 # Client-side timeout of every plain request: a hung API server must not hang a verification.
 REQUEST_TIMEOUT = (5, 30)
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class Conflict(Exception):
@@ -46,6 +50,45 @@ def load_client_config(kubeconfig: str | None = None, context: str | None = None
     cfg = client.Configuration.get_default_copy()
     cfg.connection_pool_maxsize = 16  # verifications write status concurrently
     return client.ApiClient(cfg)
+
+
+def connect(kubeconfig: str | None = None, context: str | None = None) -> Kube:
+    """A Kube for the CLI: a configuration problem is a ClusterError (one line, exit 3)."""
+    try:
+        return Kube(load_client_config(kubeconfig, context))
+    except KubeconfigError as exc:
+        raise ClusterError(str(exc)) from None
+
+
+def context_namespace(kubeconfig: str | None, context: str | None) -> str:
+    """The namespace kubectl would use: the context's, else the pod's own (in-cluster), else default."""
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+        namespace = ((chosen or {}).get("context") or {}).get("namespace")
+        if namespace:
+            return str(namespace)
+    except (config.ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    try:
+        return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+@contextmanager
+def cluster_errors(host: Callable[[], str]) -> Iterator[None]:
+    """Turn "cannot reach or read the cluster" into ClusterError (one line, exit 3); anything else,
+    a bug included, passes through unchanged."""
+    try:
+        yield
+    except (UsageError, ClusterError):
+        raise
+    except Exception as exc:
+        problem = cluster_problem(exc, host())
+        if problem is None:
+            raise
+        raise ClusterError(problem) from None
 
 
 def cluster_problem(exc: BaseException, host: str) -> str | None:
@@ -129,7 +172,26 @@ class Kube:
             raise
         return obj
 
+    def list_verifications(self, namespace: str | None) -> list[dict[str, Any]]:
+        """RollbackVerifications of one namespace, or of all (None)."""
+        if namespace is None:
+            found = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT)
+        else:
+            found = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, _request_timeout=REQUEST_TIMEOUT
+            )
+        return list(cast(dict[str, Any], found).get("items") or [])
+
     # -- reads -----------------------------------------------------------------------------------
+    def list_events(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+        """The Events about one object, oldest first."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        items = self.core.list_namespaced_event(
+            namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT
+        ).items
+        events = [self.api_client.sanitize_for_serialization(e) for e in items]
+        return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
     def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's `.data` as the API returns it (base64 values). Never logged, never in messages."""
         try:

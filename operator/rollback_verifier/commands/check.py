@@ -12,8 +12,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ from rollback_verifier.api import (
     Target,
     ValuesFrom,
 )
-from rollback_verifier.cli import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, ClusterError, UsageError
+from rollback_verifier.cli import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, UsageError
 from rollback_verifier.images import ImageRef, InvalidImageReference, InvalidImageValues, resolve_expected_image
 from rollback_verifier.rollout import deployment_view, pod_view
 from rollback_verifier.verdict import TargetInput, Verdict, decide, merge_conditions
@@ -272,22 +270,6 @@ def print_table(verdict: Verdict, out: Any = sys.stdout) -> None:
     )
 
 
-@contextmanager
-def _cluster_errors(host: Callable[[], str]) -> Iterator[None]:
-    """Turn "cannot reach or read the cluster" into ClusterError (one line, exit 3)."""
-    from rollback_verifier.kube import cluster_problem
-
-    try:
-        yield
-    except (UsageError, ClusterError):
-        raise
-    except Exception as exc:
-        problem = cluster_problem(exc, host())
-        if problem is None:
-            raise
-        raise ClusterError(problem) from None
-
-
 def _run(args: argparse.Namespace) -> int:
     if args.timeout < 0:
         raise UsageError("--timeout must be >= 0")
@@ -308,17 +290,12 @@ def _run(args: argparse.Namespace) -> int:
     else:
         expected = expected_images(targets, values)
 
-    from rollback_verifier.kube import Kube, KubeconfigError, load_client_config
+    from rollback_verifier.kube import cluster_errors, connect
 
-    try:
-        kube = Kube(load_client_config(args.kubeconfig, args.context))
-    except KubeconfigError as exc:
-        raise ClusterError(str(exc)) from None
-    host: Callable[[], str] = lambda: str(kube.api_client.configuration.host)  # noqa: E731
-
+    kube = connect(args.kubeconfig, args.context)
     started = time.time()
     revision = args.revision
-    with _cluster_errors(host):
+    with cluster_errors(lambda: str(kube.api_client.configuration.host)):
         if args.application:
             application = kube.get_application(args.application_namespace, args.application)
             from_history, revision = application_expectations(args, targets, application)
