@@ -210,7 +210,8 @@ def application_expectations(
                 read_secret=None,
             )
         except ExpectationError as exc:
-            raise UsageError(f"Application {where}: {exc.message}") from exc
+            hint = "" if values_from else "; with valueFiles in git, pass --values-path PATH"
+            raise UsageError(f"Application {where}: {exc.message}{hint}") from exc
     return {name: image for (_, name), image in found.images.items()}, found.revision
 
 
