@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         values = {
             "controller": {"namespaces": [namespace]},
             "argocd": {"namespace": namespace},
-            "detection": {"enabled": False},
+            "detection": {"applications": [{"name": "agents", "verificationNamespace": namespace}]},
         }
         (tmp / "values.yaml").write_text(yaml.safe_dump(values))
         cluster.helm("install", RELEASE, str(CHART), "-n", namespace, "-f", str(tmp / "values.yaml"))

@@ -151,11 +151,10 @@ def test_the_charts_pod_runs_on_a_real_node_and_verifies_a_rollback(
     events = cluster.get(
         "-n", namespace, "events", "--field-selector", f"involvedObject.name={pod['metadata']['name']}"
     )
-    # Readiness may fail until the server listens (the chart's readiness probe has no initial delay);
-    # a failed liveness probe, a back-off or a failed start may not happen at all.
+    # Probes may fail while the operator starts (readiness has no initial delay; a start slower than
+    # liveness' 10 s initial delay on a loaded machine costs one of its 3 allowed failures): what may
+    # not happen is a restart, a back-off or a failed start.
     bad = [
-        f"{e['reason']}: {e.get('message')}"
-        for e in events["items"]
-        if e["reason"] in ("BackOff", "Failed") or str(e.get("message", "")).startswith("Liveness probe failed")
+        f"{e['reason']}: {e.get('message')}" for e in events["items"] if e["reason"] in ("BackOff", "Failed", "Killing")
     ]
     assert not bad, bad
