@@ -13,7 +13,12 @@ from tests.image.conftest import BUILD
 
 
 def build(tmp_path: Path, env: dict[str, str], prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    settings = {"RV_CACHE_DIR": str(tmp_path / "cache"), "RV_IMAGE_OUT": str(tmp_path / "out" / "image"), **env}
+    settings = {
+        "RV_CACHE_DIR": str(tmp_path / "cache"),
+        "RV_IMAGE_OUT": str(tmp_path / "out" / "image"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),  # buildah's run-time state: gone with the test's folder
+        **env,
+    }
     return subprocess.run(
         [*(prefix or []), str(BUILD)],
         env={**os.environ, **settings},
