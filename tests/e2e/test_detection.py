@@ -124,7 +124,10 @@ def test_argocd_app_rollback_is_detected_and_verified(scene: Scene) -> None:
         assert {c["type"]: c["status"] for c in status["conditions"]}["ApplicationHealthy"] == "True"
         assert scene.verifications() == [scene.name(2)], "the forward sync to B created nothing"
         text = operator.metrics()
-        assert metric(text, "rollback_verification_detected_total", application=scene.app) == 1
+        assert (
+            metric(text, "rollback_verification_detected_total", application=scene.app, detected_by="ArgoCDHistory")
+            == 1
+        )
         assert metric(text, "rollback_verification_completed_total", application=scene.app, phase="Succeeded") == 1
 
         # The same revision synced again (entry 3 = A, like entry 2): not a rollback. Then a rollback to
