@@ -44,6 +44,8 @@ IN_CLUSTER = "https://kubernetes.default.svc"
 HEALTH_SNIPPET = ROOT / "deploy" / "argocd" / "argocd-cm-health-snippet.yaml"
 PART_OF = {"app.kubernetes.io/part-of": "argocd"}  # the settings informer only sees objects with this label
 TERMINAL = ("Succeeded", "Failed", "Error")
+# Its own requests (waits on the Application) apart from the operator's in an audit log.
+HARNESS_USER_AGENT = "rv-argocd-harness/1"
 # The controller's metrics listener has no address flag and binds every interface.
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 START_TIMEOUT = 90.0  # seconds for one component to come up (cold start on 2 busy cores)
@@ -186,7 +188,9 @@ class ArgoCD:
         if self._api is None:
             cfg = client.Configuration()
             config.load_kube_config(config_file=str(self.cluster.kubeconfig), client_configuration=cfg)
-            self._api = client.CustomObjectsApi(client.ApiClient(cfg))
+            api = client.ApiClient(cfg)
+            api.user_agent = HARNESS_USER_AGENT
+            self._api = client.CustomObjectsApi(api)
         return self._api
 
     # -- install ----------------------------------------------------------------------------------
