@@ -353,7 +353,11 @@ def test_image_reference(render, image, expected):
 
 def test_nothing_is_a_helm_hook(render):
     everything = {
-        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+        },
         "networkPolicy": {"enabled": True},
         "gitCredentials": {"secretNames": ["s"]},
     }
