@@ -29,11 +29,11 @@ CORE: set[Key] = {
 }
 
 NAMESPACED_RULES = {
-    ("gitops.proompteng.ai", "rollbackverifications", ("create", "get", "list", "patch", "watch"), ()),
-    ("gitops.proompteng.ai", "rollbackverifications/status", ("get", "patch", "update"), ()),
+    ("gitops.proompteng.ai", "rollbackverifications", ("create", "get", "list", "watch"), ()),
+    ("gitops.proompteng.ai", "rollbackverifications/status", ("patch",), ()),
     ("apps", "deployments", ("get", "list", "watch"), ()),
     ("", "pods", ("get", "list", "watch"), ()),
-    ("", "events", ("create", "patch"), ()),
+    ("", "events", ("create",), ()),
 }
 APPLICATION_RULES = {("argoproj.io", "applications", ("get", "list", "watch"), ())}
 
