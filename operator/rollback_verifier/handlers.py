@@ -74,7 +74,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     runner = VerificationRunner(
         kube,
         metrics,
-        GitValuesReader(cfg.cache_dir / "git"),
+        GitValuesReader(cfg.cache_dir / "git", protocols=cfg.settings.git_protocols()),
         # Only Argo CD's namespace is watched (and granted): an Application elsewhere reads as not found.
         get_application=lambda ns, name: apps.get(name) if ns == apps.namespace else None,
         namespaces=cfg.settings.namespace_policy(),

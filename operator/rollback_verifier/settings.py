@@ -60,6 +60,10 @@ class Settings(_Model):
     def repository_policy(self, local_hosts: frozenset[str] = frozenset()) -> RepositoryPolicy:
         return RepositoryPolicy(allow_local=self.trust.allowLocalRepositories, local_hosts=local_hosts)
 
+    def git_protocols(self) -> tuple[str, ...]:
+        """The transports git itself may use (GIT_ALLOW_PROTOCOL), as the trust rules allow them."""
+        return ("https", "http", "ssh", "file") if self.trust.allowLocalRepositories else ("https", "http", "ssh")
+
     def namespace_policy(self) -> NamespacePolicy:
         """The settings' namespace map, plus what detection needs for the verifications it creates: its
         verificationNamespace may target its targets' namespaces and name the watched Application."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -82,7 +83,7 @@ class Scene:
     recorder: Recorder
     tmp: Path
 
-    def operator(self, **trust: Any) -> Any:
+    def operator(self, extra: list[str] | None = None, **trust: Any) -> Any:
         """The operator with the chart's settings for these trust values (helm upgrade renders them)."""
         values = self.tmp / f"trust-{uuid.uuid4().hex[:6]}.yaml"
         values.write_text(yaml.safe_dump({"trust": trust}))
@@ -95,6 +96,7 @@ class Scene:
             [self.own, self.other],
             self.tmp / values.stem,
             settings=settings,
+            extra=extra,
             allow_local_repositories=False,  # the chart's own settings decide
         )
 
@@ -293,3 +295,20 @@ def test_targets_and_applications_of_other_namespaces_are_refused_unless_mapped(
         )
         # Past the trust rules and the values (the mapped Application's history was read).
         assert app["reason"] not in ("InvalidSpec", "ValuesUnavailable"), app
+
+
+def reachable(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_metrics_bind_to_the_given_address_only(scene: Scene) -> None:
+    # Every 127.0.0.0/8 address is this machine's: a listener on all addresses answers on 127.0.0.2 too.
+    with scene.operator() as everywhere:
+        assert reachable("127.0.0.2", everywhere.metrics_port)
+    with scene.operator(extra=["--metrics-address", "127.0.0.1"]) as bound:
+        assert "# HELP rollback_verification_" in bound.metrics()  # served on 127.0.0.1
+        assert not reachable("127.0.0.2", bound.metrics_port)

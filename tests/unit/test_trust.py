@@ -322,3 +322,10 @@ def test_the_settings_map_detections_namespaces_for_the_verifications_it_creates
 def test_the_defaults_are_the_strictest() -> None:
     settings = Settings()
     assert settings.trust.allowLocalRepositories is False and settings.trust.targetNamespaces == {}
+
+
+def test_a_metrics_address_that_is_not_an_ip_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from rollback_verifier.cli import EXIT_USAGE, main
+
+    assert main(["run", "--namespace", "x", "--metrics-address", "everywhere"]) == EXIT_USAGE
+    assert "--metrics-address 'everywhere' is not an IP address" in capsys.readouterr().err
