@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,10 +102,18 @@ def _shown(url: str) -> str:
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host literal names, the legacy IPv4 forms curl still reads included
+    (`127.1`, `2130706433`, `0x7f.0.0.1`). Never resolves a name."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return None
+        pass
+    if re.fullmatch(r"[0-9][0-9a-fA-Fx.]*", host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 def is_local_host(host: str, more: Collection[str] = ()) -> bool:

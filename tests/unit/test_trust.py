@@ -76,6 +76,9 @@ def test_every_other_transport_is_refused_even_when_local_repositories_are_allow
         "./relative/repo",
         "repo",
         "http://127.0.0.1:8080/x.git",
+        "http://127.1/x.git",  # legacy IPv4 forms that curl reads as 127.0.0.1
+        "http://2130706433/x.git",
+        "http://0x7f.0.0.1/x.git",
         "https://localhost/x.git",
         "https://api.localhost/x.git",
         "http://[::1]:9000/x.git",
