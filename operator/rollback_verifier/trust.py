@@ -65,10 +65,13 @@ def classify_repo_url(url: str) -> RepositoryURL:
     """What kind of git URL `url` is; Refused for every transport but https, http, ssh and local."""
     text = url.strip()
     shown = _shown(text)
-    if not text or any(ord(c) < 0x21 or c == "\x7f" for c in text):
-        raise Refused(f"repoURL {shown} is not a git repository URL")
     if text.startswith("-"):
         raise Refused(f"repoURL {shown} is not a git repository URL (it would read as an option)")
+    # git reads `<transport>::<address>` as a remote helper (fd::, ext::, ...): never a repository.
+    if re.match(r"^[A-Za-z0-9+.-]*::", text):
+        raise Refused(f"repoURL {shown} names a git remote helper; the operator allows {ALLOWED_TRANSPORTS}")
+    if not text or any(ord(c) < 0x21 or c == "\x7f" for c in text):
+        raise Refused(f"repoURL {shown} is not a git repository URL")
     scheme_match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
     if scheme_match:
         scheme = scheme_match.group(1).lower()
@@ -85,9 +88,6 @@ def classify_repo_url(url: str) -> RepositoryURL:
         if not host or host.startswith("-") or (not _HOSTNAME.match(host) and not _ip(host)):
             raise Refused(f"repoURL {shown} has no valid host name")
         return RepositoryURL(scheme, host.lower().rstrip("."), "@" in parts.netloc)
-    # git reads `<transport>::<address>` as a remote helper (fd::, ext::, ...): never a repository.
-    if re.match(r"^[A-Za-z0-9+.-]*::", text):
-        raise Refused(f"repoURL {shown} names a git remote helper; the operator allows {ALLOWED_TRANSPORTS}")
     first_colon, first_slash = text.find(":"), text.find("/")
     if first_colon != -1 and (first_slash == -1 or first_colon < first_slash):
         scp = _SCP_LIKE.match(text)

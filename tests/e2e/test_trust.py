@@ -82,12 +82,15 @@ class Scene:
     password: str
     recorder: Recorder
     tmp: Path
+    values: dict[str, Any]  # the chart values every install shares
 
-    def operator(self, extra: list[str] | None = None, **trust: Any) -> Any:
+    def operator(self, extra: list[str] | None = None, secret_names: tuple[str, ...] = (SECRET,), **trust: Any) -> Any:
         """The operator with the chart's settings for these trust values (helm upgrade renders them)."""
         values = self.tmp / f"trust-{uuid.uuid4().hex[:6]}.yaml"
-        values.write_text(yaml.safe_dump({"trust": trust}))
-        self.cluster.helm("upgrade", RELEASE, str(CHART), "-n", self.own, "--reuse-values", "-f", str(values))
+        values.write_text(
+            yaml.safe_dump({**self.values, "trust": trust, "gitCredentials": {"secretNames": list(secret_names)}})
+        )
+        self.cluster.helm("upgrade", RELEASE, str(CHART), "-n", self.own, "-f", str(values))
         configmap = self.cluster.get("-n", self.own, "configmap", f"{SERVICE_ACCOUNT}-settings")
         settings = self.tmp / f"settings-{values.stem}.yaml"
         settings.write_text(configmap["data"]["settings.yaml"])
@@ -123,22 +126,17 @@ def scene(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     cluster.kubectl(
         "-n", own, "create", "secret", "generic", SECRET, *(f"--from-literal={k}={v}" for k, v in literals.items())
     )  # fmt: skip
-    values = tmp / "values.yaml"
-    values.write_text(
-        yaml.safe_dump(
-            {
-                "controller": {"namespaces": [own, other]},
-                "argocd": {"namespace": argocd},
-                "detection": {"enabled": False, "applications": [{"name": "agents", "verificationNamespace": own}]},
-                "gitCredentials": {"secretNames": [SECRET]},
-            }
-        )
-    )
-    cluster.helm("install", RELEASE, str(CHART), "-n", own, "-f", str(values))
+    values = {
+        "controller": {"namespaces": [own, other]},
+        "argocd": {"namespace": argocd},
+        "detection": {"enabled": False, "applications": [{"name": "agents", "verificationNamespace": own}]},
+    }
+    (tmp / "values.yaml").write_text(yaml.safe_dump(values))
+    cluster.helm("install", RELEASE, str(CHART), "-n", own, "-f", str(tmp / "values.yaml"))
     recorder = Recorder.start()
     try:
         yield Scene(cluster, Cluster(service_account_kubeconfig(cluster, own, tmp)), own, other, argocd, password,
-                    recorder, tmp)  # fmt: skip
+                    recorder, tmp, values)  # fmt: skip
     finally:
         recorder.server.shutdown()
         cluster.helm("uninstall", RELEASE, "-n", own, check=False)
@@ -187,11 +185,7 @@ def test_an_unusable_secret_is_said_to_be_unusable(scene: Scene) -> None:
     scene.cluster.kubectl(
         "-n", scene.own, "create", "secret", "generic", "empty-creds", f"--from-literal=url={SECRET_URL}"
     )
-    scene.cluster.helm(
-        "upgrade", RELEASE, str(CHART), "-n", scene.own, "--reuse-values",
-        "--set", "gitCredentials.secretNames={repo-creds,empty-creds}",
-    )  # fmt: skip
-    with scene.operator():
+    with scene.operator(secret_names=(SECRET, "empty-creds")):
         message = refused(
             scene.verify("empty-secret", git_spec(SECRET_URL, credentialsSecretRef={"name": "empty-creds"}))
         )

@@ -46,7 +46,7 @@ def test_https_ssh_and_plain_http_without_credentials_are_allowed(url: str) -> N
     ("url", "words"),
     [
         ("fd::17", "remote helper"),
-        ("ext::sh -c touch% /tmp/pwned", "not a git repository URL"),
+        ("ext::sh -c touch% /tmp/pwned", "remote helper"),
         ("ext::sh", "remote helper"),
         ("git://git.example/x.git", "git:// transport"),
         ("ftp://git.example/x.git", "ftp:// transport"),
