@@ -36,9 +36,33 @@ class OperatorConfig:
     """What `rollback-verifier run` was told; set before kopf starts."""
 
     settings: Settings = Settings()
+    api_client: Any = None  # kubernetes.client.ApiClient of --kubeconfig/--context (None: the usual lookup)
     metrics_port: int = 8080
     metrics_address: str = ""  # "" = every address
     cache_dir: Path = Path("/var/cache/rollback-verifier")
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf talks to the cluster `run` connected to (--kubeconfig/--context), not to whatever its own
+    lookup finds. The same fields as kopf's login_via_client, read from our client's configuration."""
+    if OperatorConfig.api_client is None:
+        OperatorConfig.api_client = load_client_config()
+    cfg = OperatorConfig.api_client.configuration
+    # Read through the hook: exec/auth-provider and in-cluster tokens refresh there.
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    scheme, _space, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
 
 
 @kopf.on.startup()
@@ -65,8 +89,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
 
-    api_client = load_client_config()
-    kube = Kube(api_client)
+    kube = Kube(OperatorConfig.api_client or load_client_config())
     metrics = Metrics()
     cfg = OperatorConfig
     apps = ApplicationWatcher(kube, cfg.settings.argocdNamespace)
@@ -78,9 +101,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         # Only Argo CD's namespace is watched (and granted): an Application elsewhere reads as not found.
         get_application=lambda ns, name: apps.get(name) if ns == apps.namespace else None,
         namespaces=cfg.settings.namespace_policy(),
-        repositories=cfg.settings.repository_policy(_api_server_hosts(api_client)),
+        repositories=cfg.settings.repository_policy(_api_server_hosts(kube.api_client)),
     )
     detector = Detector(kube, metrics, runner.reader, cfg.settings)
+    if cfg.settings.detection.enabled:
+        metrics.preset_detections(a.name for a in cfg.settings.detection.applications)
     loop = asyncio.get_running_loop()
     # Tasks started from the watch thread run in kopf's context, so that they can post Events.
     context = contextvars.copy_context()
@@ -182,4 +207,5 @@ async def pod_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
 async def verification_event(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     # kopf passes the indexes by their handler names, once they are fully populated.
     _bind(memo.runner, kwargs["deployments_idx"], kwargs["pods_idx"])
+    memo.metrics.objects.observe(type, body)
     memo.runner.observe(type, dict(body))
