@@ -250,7 +250,10 @@ def application_of_team_b(scene: Scene) -> None:
                     "id": 1,
                     "revision": "b" * 40,
                     "deployedAt": "2026-01-01T00:00:00Z",
-                    "source": {"helm": {"values": "image: {repository: registry.example/team-b/secret, tag: t1}"}},
+                    "source": {
+                        "repoURL": "https://git.example/team-b.git",
+                        "helm": {"values": "image: {repository: registry.example/team-b/secret, tag: t1}"},
+                    },
                 }
             ],
         },
