@@ -238,7 +238,7 @@ def check_application(
     app_ns, app_name = application
     raise Refused(
         f"application {app_ns}/{app_name}: a RollbackVerification in {namespace} may name only an "
-        f"Application that exists and deploys to {namespace}, unless the operator settings map {namespace} "
+        f"Application that deploys to {namespace}, unless the operator settings map {namespace} "
         f"to the Application's destination namespace ({TARGET_NAMESPACES_SETTING}.{namespace})"
     )
 
@@ -289,7 +289,9 @@ def check_reach(
 ) -> None:
     """Both namespace rules for one object: its targets, and the Application it names (as found)."""
     check_targets(namespace, target_namespaces, policy)
-    if application is not None:
-        destination = ((application_object or {}).get("spec") or {}).get("destination") or {}
-        found = destination.get("namespace") if application_object is not None else None
+    # An Application that does not exist is left to the verdict ("not found"): its name is all that is
+    # told, never its content. One that exists must deploy where the object may reach.
+    if application is not None and application_object is not None:
+        destination = (application_object.get("spec") or {}).get("destination") or {}
+        found = destination.get("namespace")
         check_application(namespace, application, str(found) if found else None, policy)

@@ -289,8 +289,12 @@ def test_applications_that_deploy_to_a_reachable_namespace_are_allowed(
     check_reach(namespace, [namespace], app, obj, POLICY)
 
 
-@pytest.mark.parametrize("obj", [app_deploying_to("team-b"), app_deploying_to(None), {"spec": {}}, None], ids=str)
-def test_an_application_of_another_namespace_reads_as_refused_whether_or_not_it_exists(obj: dict | None) -> None:
+def test_a_missing_application_is_left_to_the_verdict() -> None:
+    check_reach("team-a", ["team-a"], ("argocd", "nope"), None, POLICY)  # the verdict says "not found"
+
+
+@pytest.mark.parametrize("obj", [app_deploying_to("team-b"), app_deploying_to(None), {"spec": {}}], ids=str)
+def test_an_application_deploying_elsewhere_is_refused_without_saying_where(obj: dict) -> None:
     with pytest.raises(Refused) as refused:
         check_reach("team-a", ["team-a"], ("argocd", "team-b-app"), obj, POLICY)
     assert "trust.targetNamespaces.team-a" in refused.value.message
