@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -102,12 +103,25 @@ def test_check_output_json_has_the_fields_of_the_cr_status(cluster: Cluster, nam
 
 
 def test_check_exits_0_every_time_under_load(cluster: Cluster, namespace: str) -> None:
-    """`check --timeout` starts watch threads; an exit while they run used to abort (SIGABRT, exit -6) after
-    "Succeeded" was printed, on a loaded machine. Many runs in a row, with the CPUs kept busy."""
+    """`check --timeout` watches in threads; an exit while they ran used to abort (SIGABRT, exit -6) after
+    "Succeeded" was printed, on a loaded machine. Many runs in a row, the CPUs kept busy, and pod events
+    arriving all along (a Deployment scaled up and down), so that streams are mid-read when check exits."""
     helm_deploy(cluster, namespace, images("A"))
     cluster.rollout_status(namespace, "agents")
     burn = "import time\nend = time.monotonic() + 300\nwhile time.monotonic() < end: pass\n"
     load = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 2)]
+    cluster.kubectl("-n", namespace, "create", "deployment", "churn", "--image=registry.example/x:1", "--replicas=0")
+    stop = threading.Event()
+
+    def churn() -> None:
+        replicas = 0
+        while not stop.is_set():
+            replicas = 3 - replicas
+            cluster.kubectl("-n", namespace, "scale", "deployment", "churn", f"--replicas={replicas}", check=False)
+            stop.wait(0.3)
+
+    churner = threading.Thread(target=churn, daemon=True)
+    churner.start()
     image = f"agents={expected('A', 'registry.example/lab/jangar-control-plane')}"
     try:
         for run in range(RUNS_UNDER_LOAD):
@@ -116,6 +130,8 @@ def test_check_exits_0_every_time_under_load(cluster: Cluster, namespace: str) -
             assert "Succeeded (Verified)" in proc.stdout, (run, proc.stdout)
             assert "Fatal Python error" not in proc.stderr and "Traceback" not in proc.stderr, (run, proc.stderr)
     finally:
+        stop.set()
+        churner.join(timeout=30)
         for p in load:
             p.kill()
             p.wait()
