@@ -99,6 +99,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         get_application=lambda ns, name: apps.get(name) if ns == apps.namespace else None,
     )
     detector = Detector(kube, metrics, runner.reader, cfg.settings)
+    if cfg.settings.detection.enabled:
+        metrics.preset_detections(a.name for a in cfg.settings.detection.applications)
     loop = asyncio.get_running_loop()
     # Tasks started from the watch thread run in kopf's context, so that they can post Events.
     context = contextvars.copy_context()
@@ -192,4 +194,5 @@ async def pod_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
 async def verification_event(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     # kopf passes the indexes by their handler names, once they are fully populated.
     _bind(memo.runner, kwargs["deployments_idx"], kwargs["pods_idx"])
+    memo.metrics.objects.observe(type, body)
     memo.runner.observe(type, dict(body))
