@@ -33,10 +33,11 @@ FIGURES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
     ),
     "detection": (
         "detection",
-        "Detection latency: from the Application's history write",
+        "Real `argocd app rollback`s: detection, and the verdict next to Argo CD's own health",
         [
-            ("patch_to_created_seen", "RollbackVerification created"),
-            ("created_to_verdict_seen", "its verdict, from its creation"),
+            ("history_seen_to_created_seen", "RollbackVerification created, from the history entry seen"),
+            ("command_to_argocd_healthy", "Argo CD reports Healthy, from the command"),
+            ("command_to_verdict_seen", "the verdict, from the command"),
         ],
     ),
 }

@@ -115,21 +115,36 @@ def _memory(r: dict[str, Any]) -> list[str]:
 
 def _detection(r: dict[str, Any]) -> list[str]:
     s = r["summary"]
-    n = s["patch_to_created_seen"].get("n", 0)
+    n = s["history_seen_to_created_seen"].get("n", 0)
     out = [
-        f"### Detection latency ({n} rollbacks, ArgoCDHistory)",
+        f"### Detection latency and verdict vs Argo CD health ({n} real `argocd app rollback`s, ArgoCDHistory)",
         "",
         "| from | to | p50 | p99 | max |",
         "|---|---|---|---|---|",
     ]
     rows = [
-        ("Application status patch returned", "RollbackVerification ADDED seen", "patch_to_created_seen"),
-        ("API server: patch complete (audit)", "API server: operator's create received", "server_patch_to_create"),
-        ("RollbackVerification ADDED seen", "its verdict (Succeeded) seen", "created_to_verdict_seen"),
+        ("Argo CD's history entry seen (watch)", "RollbackVerification ADDED seen", "history_seen_to_created_seen"),
+        (
+            "API server: Argo CD's write complete (audit)",
+            "API server: operator's create received",
+            "server_history_write_to_create",
+        ),
+        ("`argocd app rollback` started", "history entry seen", "command_to_history_seen"),
+        ("`argocd app rollback` started", "the CLI exits", "command_to_cli_exit"),
+        ("`argocd app rollback` started", "Argo CD reports the app Healthy", "command_to_argocd_healthy"),
+        ("`argocd app rollback` started", "the verdict (Succeeded) seen", "command_to_verdict_seen"),
+        ("Argo CD reports Healthy", "the verdict seen", "verdict_after_argocd_healthy"),
     ]
     for src, dst, key in rows:
         if key in s:
             out.append(f"| {src} | {dst} | {_p(s[key], 'p50')} | {_p(s[key], 'p99')} | {_p(s[key], 'max')} |")
+    ratio = s.get("verdict_to_healthy_ratio") or {}
+    if ratio.get("n"):
+        out += [
+            "",
+            f"Ratio (command -> verdict) / (command -> Argo CD Healthy): p50 {ratio['p50']:.2f}, "
+            f"p99 {ratio['p99']:.2f}, max {ratio['max']:.2f}.",
+        ]
     api = r.get("api_requests")
     if api:
         pr, pf = api["per_rollback"], api["per_forward_sync"]

@@ -1,35 +1,36 @@
-"""`make demo`: a real rollback on the local cluster, verified by the operator.
+"""`make demo`: real Argo CD rolls the agents app back, and the operator notices by itself.
 
-Brings up the local cluster, installs the CRD and the fixture agents app, deploys images A, then B,
-rolls back to A with helm, runs the operator, applies a RollbackVerification and shows the verdict;
-then a second rollback that leaves the controllers on B, to show a Failed verdict.
+Brings up the local cluster and real Argo CD (repo-server, application controller, API server and
+redis as host processes), with a local GitOps repository that Argo CD reads. Argo CD deploys release A,
+then B; `argocd app rollback` goes back to A; the operator, watching the Application, creates a
+RollbackVerification and verifies it (Succeeded). Then release C, with the controllers pinned to C by an
+override in the Application (an SRE's hotfix); a `git revert` of C goes back to B in git, but the
+controllers stay on C: noticed, Failed with the reason.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.agents import (  # noqa: E402 - the repo root must be importable first
-    GitOpsRepo,
-    git_values_spec,
-    helm_deploy,
-    images,
-    merge,
-    verification,
-    wait_verdict,
-)
+from tests.e2e.agents import VALUES_PATH, GitOpsRepo, images, wait_verdict  # noqa: E402 - root importable first
+from tests.e2e.argocd import ArgoCD, ArgoCDError  # noqa: E402
 from tests.e2e.support import Cluster, running_operator  # noqa: E402
 
 NAMESPACE = "agents"
+APP = "agents"
+DEADLINE = 15  # seconds a verification waits for the rollout to match
 BOLD, DIM, GREEN, RED, RESET = (
     ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
 )
@@ -82,6 +83,7 @@ def _short(image: str) -> str:
 
 def metric_lines(text: str) -> str:
     keep = (
+        "rollback_verification_detected_total",
         "rollback_verification_completed_total",
         "rollback_verification_in_progress",
         "rollback_verification_duration_seconds_count",
@@ -94,56 +96,108 @@ def verdict_line(status: dict) -> str:
     return f"{colour}{status['phase']}/{status['reason']}{RESET}: {status['message']}"
 
 
+def cache_root() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rollback-verifier"
+    return Path(os.environ.get("RV_CACHE_DIR") or default)
+
+
+def settings_file(tmp: Path, argocd: ArgoCD) -> Path:
+    path = tmp / "settings.yaml"
+    app = {
+        "name": APP,
+        "namespace": argocd.namespace,
+        "verificationNamespace": NAMESPACE,
+        "valuesFrom": {"git": {"path": VALUES_PATH}},
+        "timeoutSeconds": DEADLINE,
+    }
+    path.write_text(yaml.safe_dump({"argocdNamespace": argocd.namespace, "detection": {"applications": [app]}}))
+    return path
+
+
+def history(argocd: ArgoCD) -> str:
+    return argocd.cli("app", "history", APP).stdout
+
+
+def show_verdict(cluster: Cluster, name: str) -> dict:
+    status = wait_verdict(cluster, NAMESPACE, name, DEADLINE + 60)["status"]
+    step(f"{name} ({status['detectedBy']}): {verdict_line(status)}")
+    show(cluster.kubectl("-n", NAMESPACE, "get", "rbv").stdout)
+    show(targets_table(status))
+    return status
+
+
 def main() -> None:
     started = time.monotonic()
     step("starting the local cluster (etcd, kube-apiserver, controller-manager, scheduler, KWOK nodes)")
     cluster = cluster_up()
-    step("installing the RollbackVerification CRD")
     cluster.install_crd()
     cluster.create_namespace(NAMESPACE, fresh=True)
-
-    with tempfile.TemporaryDirectory(prefix="rv-demo-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        repo = GitOpsRepo(tmp / "gitops")
-        rev_a = repo.commit_values(images("A"), "agents: release A")
-        rev_b = repo.commit_values(images("B"), "agents: release B")
-        for label, rev in (("A", rev_a), ("B", rev_b)):
-            step(f"deploying images {label} (gitops revision {rev[:8]}) with helm")
-            helm_deploy(cluster, NAMESPACE, repo.values_at(rev))
-            for d in ("agents", "agents-controllers"):
-                cluster.rollout_status(NAMESPACE, d)
-        step("rolling back to A: helm rollback agents 1")
-        cluster.helm("rollback", "agents", "1", "-n", NAMESPACE)
-
-        step("starting the operator (rollback-verifier run --namespace agents)")
-        with running_operator(cluster, [NAMESPACE], tmp) as operator:
-            step("applying RollbackVerification agents-rollback-1 (revision A, values from git)")
-            spec = git_values_spec(repo, rev_a, fromRevision=rev_b, timeoutSeconds=120)
-            cluster.apply(verification("agents-rollback-1", spec), NAMESPACE)
-            status = wait_verdict(cluster, NAMESPACE, "agents-rollback-1", 120)["status"]
-            step(verdict_line(status))
-            show(cluster.kubectl("-n", NAMESPACE, "get", "rbv").stdout)
-            show(targets_table(status))
-
-            step("a second rollback that leaves an override behind: controllers.image stays on B")
-            override = {"controllers": {"image": images("B")["image"]}}
-            helm_deploy(cluster, NAMESPACE, merge(images("A"), override))
-            spec = git_values_spec(repo, rev_a, fromRevision=rev_b, timeoutSeconds=10)
-            cluster.apply(verification("agents-rollback-2", spec), NAMESPACE)
-            print(
-                f"    {DIM}(waiting up to its 10 s deadline for the controllers to come back to A){RESET}", flush=True
-            )
-            status = wait_verdict(cluster, NAMESPACE, "agents-rollback-2", 60)["status"]
-            step(verdict_line(status))
-            show(cluster.kubectl("-n", NAMESPACE, "get", "rbv").stdout)
-            show(targets_table(status))
-            step(f"the operator's metrics (:{operator.metrics_port}/metrics)")
-            show(metric_lines(operator.metrics()))
-
+    home = cache_root() / "argocd-demo"
+    shutil.rmtree(home, ignore_errors=True)
+    try:
+        argocd = ArgoCD(cluster, home)
+        step(f"starting Argo CD {argocd_version(argocd)}: redis, repo-server, application-controller, server")
+        argocd.install()
+        argocd.start()
+    except ArgoCDError as exc:
+        sys.exit(f"Argo CD did not start: {exc}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="rv-demo-") as tmp_dir:
+            run(cluster, argocd, Path(tmp_dir))
+    finally:
+        argocd.stop()
     step(
-        f"done in {time.monotonic() - started:.0f}s. The cluster keeps running: export KUBECONFIG={cluster.kubeconfig}"
+        f"done in {time.monotonic() - started:.0f}s. Argo CD is stopped (its logs: {argocd.logs}); the cluster "
+        f"keeps running: export KUBECONFIG={cluster.kubeconfig}"
     )
     print("    stop it with: make cluster-down")
+
+
+def argocd_version(argocd: ArgoCD) -> str:
+    return argocd.cli("version", "--client", "--short").stdout.strip().removeprefix("argocd: ")
+
+
+def run(cluster: Cluster, argocd: ArgoCD, tmp: Path) -> None:
+    argocd.delete_application(APP)  # a previous demo's
+    cluster.wait_for(
+        lambda: cluster.kubectl("-n", argocd.namespace, "get", "applications.argoproj.io", APP, check=False).returncode,
+        30,
+        "the previous demo's Application to be gone",
+    )
+    repo = GitOpsRepo(tmp / "gitops")
+    repo.seed_chart()
+    argocd.create_application(APP, repo, NAMESPACE)
+    step(f"Application {argocd.namespace}/{APP}: chart and values from the GitOps repository {repo.url}")
+
+    with running_operator(cluster, [NAMESPACE], tmp / "operator", settings=settings_file(tmp, argocd)) as operator:
+        step("the operator runs (rollback-verifier run): it watches the Application's history")
+        revs = {}
+        for release in ("A", "B"):
+            revs[release] = repo.commit_values(images(release), f"agents: release {release}")
+            step(f"git commit: release {release} ({revs[release][:8]}); argocd app sync {APP}")
+            argocd.sync(APP, revs[release])
+        step(f"argocd app rollback {APP}   (back to release A)")
+        argocd.rollback(APP)
+        show(history(argocd))
+        rollback_id = argocd.history(APP)[-1]["id"]
+        show_verdict(cluster, f"{APP}-rollback-{rollback_id}")
+
+        revs["C"] = repo.commit_values(images("C"), "agents: release C")
+        step(f"git commit: release C ({revs['C'][:8]}); argocd app sync {APP}")
+        argocd.sync(APP, revs["C"])
+        pin = images("C")["image"]
+        step("an SRE pins the controllers to C in the Application (argocd app set --helm-set controllers.image...)")
+        sets = [f"controllers.image.{key}={pin[key]}" for key in ("repository", "tag", "digest")]
+        argocd.cli("app", "set", APP, *[arg for s in sets for arg in ("--helm-set", s)])
+        argocd.sync(APP, revs["C"])
+        revert = repo.revert(revs["C"])
+        step(f"git revert {revs['C'][:8]} ({revert[:8]}: back to B in git); argocd app sync {APP}")
+        argocd.sync(APP, revert)
+        show(history(argocd))
+        print(f"    {DIM}(the controllers stay on C: waiting up to the {DEADLINE} s deadline){RESET}", flush=True)
+        show_verdict(cluster, f"{APP}-rollback-{argocd.history(APP)[-1]['id']}")
+        step(f"the operator's metrics (:{operator.metrics_port}/metrics)")
+        show(metric_lines(operator.metrics()))
 
 
 if __name__ == "__main__":

@@ -28,3 +28,8 @@ def git_bin() -> str:
 @pytest.fixture(scope="session")
 def promtool_bin() -> str:
     return _tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def argocd_bin() -> str:
+    return _tool("argocd")

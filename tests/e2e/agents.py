@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,11 @@ from typing import Any
 import yaml
 
 from rollback_verifier.tools import find_tool
-from tests.e2e.support import AGENTS_CHART, Cluster
+from tests.e2e.support import AGENTS_CHART, ROOT, Cluster
 
 VALUES_PATH = "argocd/applications/agents/values.yaml"
+CHART_PATH = "charts/agents"
+POSTSYNC_HOOK = ROOT / "deploy" / "argocd" / "examples" / "postsync-hook.yaml"
 DIGESTS = {name: "sha256:" + (ch * 64) for name, ch in {"A": "a", "B": "b", "C": "c"}.items()}
 
 
@@ -30,6 +34,18 @@ def images(release: str) -> dict[str, Any]:
             }
         },
         "image": {"repository": "registry.example/lab/jangar", "tag": tag, "digest": DIGESTS[release]},
+    }
+
+
+def release_images(n: int) -> dict[str, Any]:
+    """Values pinning release number n of both images: a tag and a digest of their own."""
+    tag = f"r{n:07d}"
+    digest = "sha256:" + hashlib.sha256(f"release-{n}".encode()).hexdigest()
+    return {
+        "controlPlane": {
+            "image": {"repository": "registry.example/lab/jangar-control-plane", "tag": tag, "digest": digest}
+        },
+        "image": {"repository": "registry.example/lab/jangar", "tag": tag, "digest": digest},
     }
 
 
@@ -70,16 +86,42 @@ class GitOpsRepo:
         ).stdout.strip()
 
     def commit_values(self, values: dict[str, Any], message: str) -> str:
-        file = self.path / VALUES_PATH
-        file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_text(yaml.safe_dump(values, sort_keys=False))
-        self.git("add", "-A")
-        self.git("commit", "-q", "-m", message)
-        return self.git("rev-parse", "HEAD")
+        return self.commit_file(VALUES_PATH, yaml.safe_dump(values, sort_keys=False), message)
 
     def values_at(self, revision: str) -> dict[str, Any]:
         loaded: dict[str, Any] = yaml.safe_load(self.git("show", f"{revision}:{VALUES_PATH}"))
         return loaded
+
+    def commit_file(self, path: str, content: str, message: str) -> str:
+        """Commit raw text (e.g. a values file that does not parse) and return the new commit SHA."""
+        file = self.path / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(content)
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def revert(self, sha: str) -> str:
+        """`git revert` of one commit: a new commit whose content is the one before `sha`."""
+        self.git("revert", "--no-edit", sha)
+        return self.git("rev-parse", "HEAD")
+
+    def seed_chart(self, hook_for: str | None = None, hook_timeout_seconds: int = 30) -> str:
+        """Commit the fixture agents chart at charts/agents, as the GitOps repo holds it. With `hook_for`
+        (an Application name), the chart also carries deploy/argocd's PostSync hook RollbackVerification,
+        pointed at that Application (its namespace is the Application's destination)."""
+        dest = self.path / CHART_PATH
+        shutil.copytree(AGENTS_CHART, dest)
+        if hook_for is not None:
+            hook = yaml.safe_load(POSTSYNC_HOOK.read_text())
+            del hook["metadata"]["namespace"]
+            hook["metadata"]["labels"]["gitops.proompteng.ai/application"] = hook_for
+            hook["spec"]["application"]["name"] = hook_for
+            hook["spec"]["timeoutSeconds"] = hook_timeout_seconds
+            (dest / "templates" / "postsync-hook.yaml").write_text(yaml.safe_dump(hook, sort_keys=False))
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", "add the agents chart")
+        return self.git("rev-parse", "HEAD")
 
 
 def helm_deploy(cluster: Cluster, namespace: str, values: dict[str, Any], release: str = "agents") -> None:

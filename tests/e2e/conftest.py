@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.argocd import ArgoCD, ArgoCDError
 from tests.e2e.support import Cluster
 
 CLUSTER_SH = Path(__file__).parent / "cluster" / "cluster.sh"
@@ -47,3 +48,19 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = cluster.create_namespace(f"t-{uuid.uuid4().hex[:8]}")
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def argocd(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArgoCD]:
+    """Real Argo CD (repo-server, application controller, API server, redis) for the whole session, in
+    namespace argocd; tests give their Applications names of their own. Logs: <its home>/logs."""
+    try:
+        argo = ArgoCD(cluster, tmp_path_factory.mktemp("argocd"))
+        argo.install()
+        argo.start()
+    except ArgoCDError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield argo
+    finally:
+        argo.stop()

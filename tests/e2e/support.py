@@ -134,8 +134,10 @@ def running_operator(
     tmp: Path,
     settings: Path | None = None,
     extra: list[str] | None = None,
+    *,
+    port: int | None = None,
 ) -> Iterator[Operator]:
-    port = free_port()
+    port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"operator-{port}.log"
     args = [sys.executable, "-m", "rollback_verifier", "run", "--metrics-port", str(port)]

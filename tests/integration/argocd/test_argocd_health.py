@@ -7,6 +7,7 @@ become tables (lists 1-indexed), JSON null becomes nil.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 from lupa import lua51
+
+from rollback_verifier.tools import ToolMissing, find_tool
 
 REPO = Path(__file__).resolve().parents[3]
 ARGOCD = REPO / "deploy" / "argocd"
@@ -160,3 +163,25 @@ def test_postsync_hook_example():
     assert [t["name"] for t in rbv["spec"]["targets"]] == ["agents", "agents-controllers"]
     # Progressing as soon as Argo CD creates it: the hook then waits for the operator's verdict.
     assert run_health(SCRIPT.read_text(), rbv)["status"] == "Progressing"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[Path(c["inputPath"]).stem for c in CASES])
+def test_health_test_yaml_case_in_real_argo_cd(case, tmp_path):
+    """The same cases through Argo CD's own Lua runtime and settings loader (`argocd admin settings
+    resource-overrides health`), with the committed argocd-cm snippet as argocd-cm."""
+    try:
+        argocd = find_tool("argocd")
+    except ToolMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    command = ["admin", "settings", "resource-overrides", "health", str(CHECK_DIR / case["inputPath"])]
+    proc = subprocess.run(
+        [argocd, *command, "--argocd-cm-path", str(SNIPPET)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.strip().splitlines() if ": " in line)
+    assert {"status": lines.get("STATUS"), "message": lines.get("MESSAGE")} == case["healthStatus"], proc.stdout

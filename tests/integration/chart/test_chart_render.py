@@ -92,6 +92,7 @@ def test_include_crds_adds_exactly_the_crd(render):
         ({"metrics": {"serviceMonitor": {"enabled": True}}}, {("ServiceMonitor", NS, FULL)}, set()),
         ({"metrics": {"prometheusRule": {"enabled": True}}}, {("PrometheusRule", NS, FULL)}, set()),
         ({"networkPolicy": {"enabled": True}}, {("NetworkPolicy", NS, FULL)}, set()),
+        ({"metrics": {"grafanaDashboard": {"enabled": True}}}, {("ConfigMap", NS, f"{FULL}-dashboard")}, set()),
         ({"metrics": {"enabled": False}}, set(), {("Service", NS, f"{FULL}-metrics")}),
         (
             {"serviceAccount": {"create": False, "name": "existing"}},
@@ -110,6 +111,7 @@ def test_include_crds_adds_exactly_the_crd(render):
         "serviceMonitor",
         "prometheusRule",
         "networkPolicy",
+        "grafanaDashboard",
         "no-metrics",
         "no-sa",
         "secrets",
@@ -123,13 +125,18 @@ def test_each_flag_adds_or_removes_only_its_own_resources(render, values, added,
 
 def test_all_optional_flags_together(render):
     values = {
-        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+        },
         "networkPolicy": {"enabled": True},
     }
     assert set(index(render(values))) == CORE | {
         ("ServiceMonitor", NS, FULL),
         ("PrometheusRule", NS, FULL),
         ("NetworkPolicy", NS, FULL),
+        ("ConfigMap", NS, f"{FULL}-dashboard"),
     }
 
 
@@ -137,6 +144,7 @@ def test_optional_resources_default_off_in_values():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["metrics"]["serviceMonitor"]["enabled"] is False
     assert values["metrics"]["prometheusRule"]["enabled"] is False
+    assert values["metrics"]["grafanaDashboard"]["enabled"] is False
     assert values["networkPolicy"]["enabled"] is False
     assert values["metrics"]["enabled"] is True
     assert values["detection"]["enabled"] is True
@@ -345,7 +353,11 @@ def test_image_reference(render, image, expected):
 
 def test_nothing_is_a_helm_hook(render):
     everything = {
-        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+        },
         "networkPolicy": {"enabled": True},
         "gitCredentials": {"secretNames": ["s"]},
     }
@@ -442,6 +454,50 @@ def test_prometheus_rule_embeds_the_one_rule_file(render):
     assert pr["spec"] == {"groups": rule_file["groups"]}
     alerts = {r["alert"] for g in pr["spec"]["groups"] for r in g["rules"]}
     assert alerts == {"RollbackVerificationFailed", "RollbackVerificationStuck", "RollbackVerifierAbsent"}
+
+
+def test_prometheus_rule_runbook_and_dashboard_urls_follow_values(render):
+    rule_file = yaml.safe_load((CHART / "files" / "rollback-verifier.rules.yaml").read_text())
+    values = {
+        "runbookBaseURL": "https://git.example/sre/rollback-verifier/docs/runbooks/",
+        "dashboardURL": "https://grafana.example/d/rollback-verifier",
+    }
+    pr = one(render({"metrics": {"prometheusRule": {"enabled": True, **values}}}), "PrometheusRule")
+    for group, plain in zip(pr["spec"]["groups"], rule_file["groups"], strict=True):
+        for rule, original in zip(group["rules"], plain["rules"], strict=True):
+            annotations = dict(rule["annotations"])
+            page = original["annotations"]["runbook_url"].rsplit("/", 1)[1]
+            assert annotations.pop("runbook_url") == f"https://git.example/sre/rollback-verifier/docs/runbooks/{page}"
+            assert annotations.pop("dashboard_url") == "https://grafana.example/d/rollback-verifier"
+            original_rest = {k: v for k, v in original["annotations"].items() if k != "runbook_url"}
+            assert annotations == original_rest
+            assert {k: v for k, v in rule.items() if k != "annotations"} == {
+                k: v for k, v in original.items() if k != "annotations"
+            }
+
+
+def test_prometheus_rule_urls_must_be_urls(render_error):
+    for key in ("dashboardURL", "runbookBaseURL"):
+        err = render_error({"metrics": {"prometheusRule": {"enabled": True, key: "grafana/d/x"}}})
+        assert f"/metrics/prometheusRule/{key}" in err
+
+
+def test_grafana_dashboard_configmap(render):
+    dashboard = (CHART / "files" / "rollback-verifier.dashboard.json").read_text()
+    cm = index(render({"metrics": {"grafanaDashboard": {"enabled": True}}}))[("ConfigMap", NS, f"{FULL}-dashboard")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "annotations" not in cm["metadata"]
+    assert cm["data"] == {"rollback-verifier.json": dashboard.rstrip("\n")}
+    values = {
+        "enabled": True,
+        "namespace": "monitoring",
+        "folder": "GitOps",
+        "folderAnnotation": "k8s-sidecar-target-directory",
+    }
+    values["labels"] = {"grafana_dashboard": "rollback-verifier"}
+    cm = index(render({"metrics": {"grafanaDashboard": values}}))[("ConfigMap", "monitoring", f"{FULL}-dashboard")]
+    assert cm["metadata"]["annotations"] == {"k8s-sidecar-target-directory": "GitOps"}
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "rollback-verifier"
 
 
 def test_prometheus_rules_exist_once_and_the_plain_file_is_a_link_to_the_chart():

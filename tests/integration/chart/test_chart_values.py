@@ -26,7 +26,11 @@ def test_helm_lint(run, strict):
 def test_helm_lint_with_every_flag_on(run):
     values = {
         "rbac": {"clusterScoped": True},
-        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True, "dashboardURL": "https://grafana.example/d/rollback-verifier"},
+            "grafanaDashboard": {"enabled": True, "folder": "GitOps"},
+        },
         "networkPolicy": {"enabled": True},
         "gitCredentials": {"secretNames": ["gitops-repo"]},
         "image": {"digest": "sha256:" + "0" * 64},
