@@ -283,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.repo_url and not args.values_path:
         raise UsageError("--repo-url goes with --values-path")
     targets = parse_targets(args)
-    if not args.target and args.output == "table":
+    if not args.target:  # said on stderr: the table or document on stdout stays clean
         print(
             f"targets: {_default_targets_text()} (the agents chart's; --target NAME=KEY,... for another chart)",
             file=sys.stderr,
