@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 
 from rollback_verifier.api import RollbackVerificationStatus
-from tests.e2e.agents import expected, helm_deploy, images, merge
+from tests.e2e.agents import VALUES_PATH, GitOpsRepo, expected, helm_deploy, images, merge
+from tests.e2e.argocd import ArgoCD
 from tests.e2e.support import Cluster
 
 
@@ -178,47 +179,37 @@ def test_check_kubeconfig_and_context(cluster: Cluster, namespace: str, tmp_path
     assert without.returncode == 3 and "Traceback" not in without.stderr, without.stderr
 
 
-def test_check_application_reads_the_history_entry(cluster: Cluster, namespace: str) -> None:
-    """`check --application` on an Argo CD Application object (Argo CD's own CRD, created directly with a
-    status.history whose entries carry inline Helm values, as `argocd app rollback` leaves them)."""
-    crd = Path(os.environ.get("RV_BIN_DIR", "")) / "argocd-application-crd.yaml"
-    assert crd.is_file(), f"{crd} is missing: `make tools` puts Argo CD's Application CRD there"
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+def test_check_application_reads_the_history_entry(
+    cluster: Cluster, argocd: ArgoCD, namespace: str, tmp_path: Path
+) -> None:
+    """`check --application` after a real `argocd app rollback`: the expected images come from the values
+    file at the revision of the Application's newest history entry (or the one --revision names)."""
+    app = f"check-{namespace.removeprefix('t-')}"
+    repo = GitOpsRepo(tmp_path / "gitops")
+    repo.seed_chart()
+    argocd.create_application(app, repo, namespace)
+    try:
+        rev_a = repo.commit_values(images("A"), "release A")
+        argocd.sync(app, rev_a)
+        rev_b = repo.commit_values(images("B"), "release B")
+        argocd.sync(app, rev_b)
+        rolled_back = argocd.rollback(app)
+        assert [h["revision"] for h in rolled_back["status"]["history"]] == [rev_a, rev_b, rev_a]
 
-    def established() -> bool:
-        conditions = cluster.get("crd", "applications.argoproj.io").get("status", {}).get("conditions") or []
-        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+        args = ("-n", namespace, "--application", app, "--application-namespace", argocd.namespace)
+        args += ("--values-path", VALUES_PATH, "--timeout", "60")
+        proc = check(cluster, *args, "-o", "json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        status = json.loads(proc.stdout)
+        assert (status["phase"], status["revision"]) == ("Succeeded", rev_a)
+        assert {t["name"]: t["expectedImages"] for t in status["targets"]}["agents-controllers"] == {
+            "controllers": expected("A")
+        }
 
-    cluster.wait_for(established, timeout=60, what="Argo CD's Application CRD to be Established")
-    entries = [
-        {"id": i, "revision": rev, "deployedAt": f"2026-12-01T0{i}:00:00Z", "source": _helm_source(values)}
-        for i, (rev, values) in enumerate([("a" * 40, images("A")), ("b" * 40, images("B")), ("a" * 40, images("A"))])
-    ]
-    app = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {"name": "agents"},
-        "spec": {"project": "default", "destination": {"namespace": namespace}, "source": _helm_source(images("A"))},
-        "status": {"history": entries},
-    }
-    cluster.apply(json.dumps(app), namespace)
-    helm_deploy(cluster, namespace, images("A"))
+        older = check(cluster, *args[:-2], "--timeout", "5", "--revision", rev_b)  # B's entry: A runs
+        assert older.returncode == 1 and "Failed (ImageMismatch)" in older.stdout, older.stdout + older.stderr
 
-    args = ("-n", namespace, "--application", "agents", "--application-namespace", namespace, "--timeout", "60")
-    proc = check(cluster, *args, "-o", "json")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    status = json.loads(proc.stdout)
-    assert (status["phase"], status["revision"]) == ("Succeeded", "a" * 40)
-    assert {t["name"]: t["expectedImages"] for t in status["targets"]}["agents-controllers"] == {
-        "controllers": expected("A")
-    }
-
-    older = check(cluster, *args[:-2], "--revision", "b" * 40)  # B's entry: the cluster runs A
-    assert older.returncode == 1 and "Failed (ImageMismatch)" in older.stdout, older.stdout + older.stderr
-
-    missing = check(cluster, "-n", namespace, "--application", "nope", "--application-namespace", namespace)
-    assert missing.returncode == 2 and f"Application {namespace}/nope not found" in missing.stderr
-
-
-def _helm_source(values: dict[str, object]) -> dict[str, object]:
-    return {"repoURL": "https://git.example/gitops.git", "path": "charts/agents", "helm": {"valuesObject": values}}
+        missing = check(cluster, "-n", namespace, "--application", "nope", "--application-namespace", argocd.namespace)
+        assert missing.returncode == 2 and f"Application {argocd.namespace}/nope not found" in missing.stderr
+    finally:
+        argocd.delete_application(app)
