@@ -5,10 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 CLUSTER := tests/e2e/cluster/cluster.sh
 
-.PHONY: help install tools cluster-up cluster-down test unit integration e2e lint crds demo bench clean
+.PHONY: help install tools cluster-up cluster-down test unit integration e2e lint crds demo bench clean image e2e-node
 
 help: ## list the verbs
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ lint: install ## ruff, mypy, and the CRD drift check
 	@$(BIN)/ruff format --check operator tests bench demo
 	@$(BIN)/mypy
 	@$(BIN)/pytest -q tests/unit/test_crd.py
+
+image: ## build the operator's image from the Dockerfile (docker, else buildah) into build/image/oci; prints its size
+	@deploy/image/build.sh
+
+e2e-node: install tools ## the chart's pod on a real kubelet + containerd node joined to the local cluster (root)
+	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest tests/node
 
 crds: install ## regenerate the CRD from the API models
 	@$(BIN)/rollback-verifier crds --write deploy/crds --write deploy/chart/crds

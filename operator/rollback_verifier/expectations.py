@@ -16,12 +16,16 @@ from rollback_verifier.images import (
     InvalidImageValues,
     resolve_expected_image,
 )
+from rollback_verifier.trust import Refused, RepositoryPolicy, check_repo_url, repository_credentials
 from rollback_verifier.values_source import (
     GitCredentials,
     GitValuesReader,
     ValuesUnavailable,
     values_from_helm_source,
 )
+
+# A Secret read: its `.data` (base64 values) and its labels.
+SecretReader = Callable[[str], tuple[Mapping[str, str], Mapping[str, str]]]
 
 TargetKey = tuple[str, str]  # (namespace, name)
 
@@ -103,17 +107,25 @@ def resolve_expectations(
     *,
     application: Mapping[str, Any] | None,
     reader: GitValuesReader | None,
-    read_secret: Callable[[str], Mapping[str, str]] | None,
+    read_secret: SecretReader | None,
     during_sync: bool = False,
+    repositories: RepositoryPolicy | None = None,
 ) -> Expectations:
-    """Expected image per target. Raises ExpectationError (ValuesUnavailable / InvalidSpec)."""
+    """Expected image per target. Raises ExpectationError (ValuesUnavailable / InvalidSpec, also for
+    what the trust rules refuse under `repositories`, default: the strictest)."""
     app_name = spec.application.name if spec.application else ""
     values: Mapping[str, Any] | None = None
     revision = spec.revision
     source = "the spec's explicit images"
     if any(t.image is None for t in targets):
         values, revision, source = _load_values(
-            spec, application, app_name, reader, read_secret, during_sync=during_sync
+            spec,
+            application,
+            app_name,
+            reader,
+            read_secret,
+            during_sync=during_sync,
+            repositories=repositories or RepositoryPolicy(),
         )
 
     images: dict[TargetKey, ImageRef] = {}
@@ -133,9 +145,10 @@ def _load_values(
     application: Mapping[str, Any] | None,
     app_name: str,
     reader: GitValuesReader | None,
-    read_secret: Callable[[str], Mapping[str, str]] | None,
+    read_secret: SecretReader | None,
     *,
     during_sync: bool,
+    repositories: RepositoryPolicy,
 ) -> tuple[Mapping[str, Any], str | None, str]:
     values_from = spec.valuesFrom
     revision = spec.revision or deployed_revision(application, during_sync)
@@ -161,16 +174,21 @@ def _load_values(
         raise ExpectationError(Reason.INVALID_SPEC, "valuesFrom names no source")
     repo_url = git.repoURL or _source_repo_url(application, app_name)
     rev = revision or "HEAD"
-    credentials = None
-    if git.credentialsSecretRef is not None:
-        if read_secret is None:
-            raise ExpectationError(Reason.VALUES_UNAVAILABLE, "credentials Secrets cannot be read here")
-        try:
-            credentials = GitCredentials.from_secret_data(read_secret(git.credentialsSecretRef.name))
-        except (LookupError, ValueError) as exc:
-            raise ExpectationError(
-                Reason.VALUES_UNAVAILABLE, f"credentials Secret {git.credentialsSecretRef.name}: {exc}"
-            ) from exc
+    credentials: GitCredentials | None = None
+    try:
+        # The URL first: a refused URL needs no Secret read, and a Secret is never read for it.
+        check_repo_url(repo_url, with_credentials=git.credentialsSecretRef is not None, policy=repositories)
+        if git.credentialsSecretRef is not None:
+            if read_secret is None:
+                raise ExpectationError(Reason.VALUES_UNAVAILABLE, "credentials Secrets cannot be read here")
+            secret_name = git.credentialsSecretRef.name
+            try:
+                data, labels = read_secret(secret_name)
+                credentials = repository_credentials(secret_name, data, labels, repo_url)
+            except (LookupError, ValueError) as exc:
+                raise ExpectationError(Reason.VALUES_UNAVAILABLE, f"credentials Secret {secret_name}: {exc}") from exc
+    except Refused as exc:
+        raise ExpectationError(Reason.INVALID_SPEC, f"valuesFrom.git: {exc.message}") from exc
     if reader is None:
         raise ExpectationError(Reason.VALUES_UNAVAILABLE, "git values cannot be read here")
     try:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 from aiohttp import web
@@ -36,6 +38,7 @@ class OperatorConfig:
     settings: Settings = Settings()
     api_client: Any = None  # kubernetes.client.ApiClient of --kubeconfig/--context (None: the usual lookup)
     metrics_port: int = 8080
+    metrics_address: str = ""  # "" = every address
     cache_dir: Path = Path("/var/cache/rollback-verifier")
 
 
@@ -94,9 +97,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     runner = VerificationRunner(
         kube,
         metrics,
-        GitValuesReader(cfg.cache_dir / "git"),
+        GitValuesReader(cfg.cache_dir / "git", protocols=cfg.settings.git_protocols()),
         # Only Argo CD's namespace is watched (and granted): an Application elsewhere reads as not found.
         get_application=lambda ns, name: apps.get(name) if ns == apps.namespace else None,
+        namespaces=cfg.settings.namespace_policy(),
+        repositories=cfg.settings.repository_policy(_api_server_hosts(kube.api_client)),
     )
     detector = Detector(kube, metrics, runner.reader, cfg.settings)
     if cfg.settings.detection.enabled:
@@ -118,7 +123,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     await asyncio.to_thread(apps.synced.wait, 30)
     detector.check_configured(apps.names(), apps.namespace)
     memo.kube, memo.metrics, memo.runner, memo.apps, memo.detector = kube, metrics, runner, apps, detector
-    memo.http = await _serve_http(metrics, cfg.metrics_port)
+    memo.http = await _serve_http(metrics, cfg.metrics_address, cfg.metrics_port)
+
+
+def _api_server_hosts(api_client: Any) -> frozenset[str]:
+    """The API server's host as this operator reaches it: a local service, never a repository."""
+    hosts = {os.environ.get("KUBERNETES_SERVICE_HOST", "")}
+    hosts.add(urlsplit(str(api_client.configuration.host or "")).hostname or "")
+    return frozenset(h for h in hosts if h)
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -131,7 +143,7 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_background.discard)
 
 
-async def _serve_http(metrics: Metrics, port: int) -> web.AppRunner:
+async def _serve_http(metrics: Metrics, address: str, port: int) -> web.AppRunner:
     async def metrics_view(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -144,8 +156,9 @@ async def _serve_http(metrics: Metrics, port: int) -> web.AppRunner:
     app.router.add_get("/readyz", ok)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - scraped from other pods
-    log.info("metrics on :%s/metrics, liveness on /healthz", port)
+    # Unauthenticated by design (aggregate counts, no names); --metrics-address narrows who can reach it.
+    await web.TCPSite(runner, address or None, port).start()
+    log.info("metrics on %s:%s/metrics, liveness on /healthz", address or "*", port)
     return runner
 
 

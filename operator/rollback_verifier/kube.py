@@ -194,11 +194,16 @@ class Kube:
 
     def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's `.data` as the API returns it (base64 values). Never logged, never in messages."""
+        return self.read_secret(namespace, name)[0]
+
+    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """A Secret's `.data` (base64 values; never logged, never in messages) and its labels."""
         try:
             secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:
             raise LookupError(f"cannot read Secret {namespace}/{name} (HTTP {exc.status})") from None
-        return {str(k): str(v) for k, v in (secret.data or {}).items()}
+        labels = (secret.metadata.labels if secret.metadata else None) or {}
+        return {str(k): str(v) for k, v in (secret.data or {}).items()}, {str(k): str(v) for k, v in labels.items()}
 
     def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
         """An Argo CD Application, None when it does not exist."""

@@ -27,20 +27,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubectl rbv", description="RollbackVerifications: list, describe, verify again.", epilog=EXIT_CODES_HELP
     )
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    parser.add_argument("--context", help="kubeconfig context (default: the current context)")
-    parser.add_argument("--namespace", "-n", help="namespace (default: the context's, else default)")
+    _connection_options(parser)  # before the subcommand...
+    parser.set_defaults(kubeconfig=None, context=None, namespace=None)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_options(common)  # ...or after it, as kubectl takes them
     sub = parser.add_subparsers(dest="command", required=True)
-    listing = sub.add_parser("list", aliases=["ls"], help="list verifications")
+    listing = sub.add_parser("list", aliases=["ls"], parents=[common], help="list verifications")
     listing.add_argument("--all-namespaces", "-A", action="store_true")
     listing.set_defaults(handler=_list)
-    describe = sub.add_parser("describe", help="the verdict, the targets, the conditions and the Events")
+    describe = sub.add_parser(
+        "describe", parents=[common], help="the verdict, the targets, the conditions and the Events"
+    )
     describe.add_argument("name")
     describe.set_defaults(handler=_describe)
-    again = sub.add_parser("verify-again", help="create a new verification with the spec of an old one")
+    again = sub.add_parser(
+        "verify-again", parents=[common], help="create a new verification with the spec of an old one"
+    )
     again.add_argument("name")
     again.set_defaults(handler=_verify_again)
     return parser
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    """kubectl's connection flags; SUPPRESS so that the subcommand's copy does not reset the main one's."""
+    quiet = argparse.SUPPRESS
+    parser.add_argument("--kubeconfig", default=quiet, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--context", default=quiet, help="kubeconfig context (default: the current context)")
+    parser.add_argument("--namespace", "-n", default=quiet, help="namespace (default: the context's, else default)")
 
 
 def _age(timestamp: str | None, now: float) -> str:

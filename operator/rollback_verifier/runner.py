@@ -37,6 +37,7 @@ from rollback_verifier.expectations import ExpectationError, Expectations, resol
 from rollback_verifier.kube import Conflict, Kube
 from rollback_verifier.metrics import Metrics
 from rollback_verifier.rollout import DeploymentView, PodView
+from rollback_verifier.trust import NamespacePolicy, Refused, RepositoryPolicy, check_reach
 from rollback_verifier.values_source import GitValuesReader
 from rollback_verifier.verdict import (
     ApplicationFacts,
@@ -96,8 +97,14 @@ class VerificationRunner:
         metrics: Metrics,
         reader: GitValuesReader | None,
         get_application: Callable[[str, str], dict[str, Any] | None],
+        *,
+        namespaces: NamespacePolicy | None = None,
+        repositories: RepositoryPolicy | None = None,
     ) -> None:
         self.kube = kube
+        # The trust rules (api.md "Trust boundaries"); the defaults are the strictest.
+        self.namespaces = namespaces or NamespacePolicy()
+        self.repositories = repositories or RepositoryPolicy()
         self.metrics = metrics
         self.reader = reader
         self.get_application = get_application
@@ -193,6 +200,17 @@ class VerificationRunner:
         job.targets = frozenset((t.namespace or job.namespace, t.name) for t in targets)
         if spec.application:
             job.application = (spec.application.namespace, spec.application.name)
+        try:
+            check_reach(
+                job.namespace,
+                [ns for ns, _ in job.targets],
+                job.application,
+                self._application(spec),
+                self.namespaces,
+            )
+        except Refused as exc:
+            await self._finish(job, failed_before_start(Reason.INVALID_SPEC, exc.message), time.time())
+            return
 
         started_at = status.get("startedAt") or now_iso()
         if status.get("phase") != Phase.RUNNING.value:
@@ -279,8 +297,9 @@ class VerificationRunner:
             targets,
             application=application,
             reader=self.reader,
-            read_secret=lambda name: self.kube.read_secret_data(namespace, name),
+            read_secret=lambda name: self.kube.read_secret(namespace, name),
             during_sync=during_sync,
+            repositories=self.repositories,
         )
 
     def _evaluate(

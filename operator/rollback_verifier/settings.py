@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rollback_verifier.api import DEFAULT_TARGETS, DEFAULT_TIMEOUT_SECONDS, K8S_NAME, Target, ValuesFrom
+from rollback_verifier.trust import NamespacePolicy, RepositoryPolicy
 
 DEFAULT_VALUES_PATH = "argocd/applications/agents/values.yaml"
 
@@ -38,9 +39,44 @@ class Detection(_Model):
     applications: list[WatchedApplication] = Field(default_factory=lambda: [WatchedApplication(name="agents")])
 
 
+class Trust(_Model):
+    """What RollbackVerification authors may reach through the operator (api.md "Trust boundaries")."""
+
+    # file:// URLs, local paths and local services (loopback, link-local, the API server) as repoURL:
+    # for tests and demos only; a verification author could otherwise read the operator's own files.
+    allowLocalRepositories: bool = False
+    # namespace -> more namespaces whose Deployments its RollbackVerifications may target, and whose
+    # Applications (by destination namespace) they may name. Detection's own namespaces are added.
+    targetNamespaces: dict[Annotated[str, Field(pattern=K8S_NAME)], list[Annotated[str, Field(pattern=K8S_NAME)]]] = (
+        Field(default_factory=dict)
+    )
+
+
 class Settings(_Model):
     argocdNamespace: Annotated[str, Field(pattern=K8S_NAME)] = "argocd"
     detection: Detection = Field(default_factory=Detection)
+    trust: Trust = Field(default_factory=Trust)
+
+    def repository_policy(self, local_hosts: frozenset[str] = frozenset()) -> RepositoryPolicy:
+        return RepositoryPolicy(allow_local=self.trust.allowLocalRepositories, local_hosts=local_hosts)
+
+    def git_protocols(self) -> tuple[str, ...]:
+        """The transports git itself may use (GIT_ALLOW_PROTOCOL), as the trust rules allow them."""
+        return ("https", "http", "ssh", "file") if self.trust.allowLocalRepositories else ("https", "http", "ssh")
+
+    def namespace_policy(self) -> NamespacePolicy:
+        """The settings' namespace map, plus what detection needs for the verifications it creates: its
+        verificationNamespace may target its targets' namespaces and name the watched Application."""
+        targets: dict[str, set[str]] = {ns: set(others) for ns, others in self.trust.targetNamespaces.items()}
+        applications: dict[str, set[tuple[str, str]]] = {}
+        for app in self.detection.applications:  # also when detection is off: PostSync hooks create them too
+            own = app.verificationNamespace
+            targets.setdefault(own, set()).update(t.namespace for t in app.targets if t.namespace)
+            applications.setdefault(own, set()).add((app.namespace, app.name))
+        return NamespacePolicy(
+            target_namespaces={ns: frozenset(others) for ns, others in targets.items()},
+            applications={ns: frozenset(apps) for ns, apps in applications.items()},
+        )
 
 
 class SettingsError(ValueError):

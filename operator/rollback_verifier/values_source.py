@@ -209,8 +209,16 @@ class GitValuesReader:
     - Thread-safe: one lock per cache folder.
     """
 
-    def __init__(self, cache_dir: Path, git: str | None = None, timeout_seconds: float = 60) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        git: str | None = None,
+        timeout_seconds: float = 60,
+        protocols: tuple[str, ...] = ("https", "http", "ssh", "file"),
+    ) -> None:
         self.cache_dir = Path(cache_dir)
+        # git's own allow-list (GIT_ALLOW_PROTOCOL), behind the trust rules: no ext::, fd::, git://.
+        self.protocols = protocols
         self.git = git or find_tool("git")
         self.timeout_seconds = timeout_seconds
         self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -343,6 +351,7 @@ class GitValuesReader:
         env.update(
             GIT_TERMINAL_PROMPT="0",  # fail instead of prompting
             GIT_ASKPASS=str(self._askpass),
+            GIT_ALLOW_PROTOCOL=":".join(self.protocols),
             LC_ALL="C",  # stable, English messages
         )
         if credentials.username:

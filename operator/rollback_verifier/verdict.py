@@ -308,7 +308,12 @@ def _conditions(
         ),
         None,
     )
-    if rollout_problem is None:
+    unfinished = next((e for e in evals if not e.status.rolloutComplete), None)
+    if rollout_problem is None and unfinished is not None:
+        # A template that does not pin the expected images yet (e.g. the stuck release being rolled back
+        # FROM) is judged as a mismatch first; its rollout is still not complete, and the condition says so.
+        out.append(_cond("RolloutComplete", False, "RolloutInProgress", unfinished.detail))
+    elif rollout_problem is None:
         out.append(_cond("RolloutComplete", True, "RolloutComplete", "every target rolled out"))
     else:
         reason = rollout_problem.problem.value if rollout_problem.problem else "InProgress"

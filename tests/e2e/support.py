@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rollback_verifier.tools import find_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,7 +138,11 @@ def running_operator(
     extra: list[str] | None = None,
     *,
     port: int | None = None,
+    allow_local_repositories: bool = True,
 ) -> Iterator[Operator]:
+    """The operator, with `settings` (a file). The tests, the demo and the bench keep their git
+    repositories on this machine (file:// URLs): unless told otherwise, the operator is allowed to read
+    local repositories, which its default settings refuse."""
     port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"operator-{port}.log"
@@ -144,8 +150,8 @@ def running_operator(
     for ns in namespaces:
         args += ["--namespace", ns]
     args += ["--cache-dir", str(tmp / "cache")]
-    if settings is not None:
-        args += ["--settings", str(settings)]
+    effective = _with_local_repositories(settings, tmp / f"settings-{port}.yaml", allow_local_repositories)
+    args += ["--settings", str(effective)]
     args += extra or []
     log_file = log_path.open("w")
     proc = subprocess.Popen(args, env=cluster.env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
@@ -156,6 +162,16 @@ def running_operator(
     finally:
         op.stop()
         log_file.close()
+
+
+def _with_local_repositories(settings: Path | None, copy: Path, allow: bool) -> Path:
+    """A copy of `settings` with trust.allowLocalRepositories set, unless the file sets it itself."""
+    loaded = (yaml.safe_load(settings.read_text()) or {}) if settings is not None else {}
+    if not isinstance(loaded, dict):
+        return settings if settings is not None else copy  # a broken file stays broken: tests of that rely on it
+    loaded.setdefault("trust", {}).setdefault("allowLocalRepositories", allow)
+    copy.write_text(yaml.safe_dump(loaded))
+    return copy
 
 
 def start_operator_wait(op: Operator, timeout: float = 30) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -69,7 +70,7 @@ def test_check_explicit_images_and_bad_usage(cluster: Cluster, namespace: str, t
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
     for args, message in [
-        (["-n", namespace], "give --values or --image agents=IMAGE"),
+        (["-n", namespace], "give --values, --application or --image agents=IMAGE"),
         (["-n", namespace, "-f", str(tmp_path / "missing.yaml")], "cannot read values file"),
         (
             ["-n", namespace, "--target", "agents", "--image", "agents=x:1", "--image", "nope=x:1"],
@@ -102,12 +103,25 @@ def test_check_output_json_has_the_fields_of_the_cr_status(cluster: Cluster, nam
 
 
 def test_check_exits_0_every_time_under_load(cluster: Cluster, namespace: str) -> None:
-    """`check --timeout` starts watch threads; an exit while they run used to abort (SIGABRT, exit -6) after
-    "Succeeded" was printed, on a loaded machine. Many runs in a row, with the CPUs kept busy."""
+    """`check --timeout` watches in threads; an exit while they ran used to abort (SIGABRT, exit -6) after
+    "Succeeded" was printed, on a loaded machine. Many runs in a row, the CPUs kept busy, and pod events
+    arriving all along (a Deployment scaled up and down), so that streams are mid-read when check exits."""
     helm_deploy(cluster, namespace, images("A"))
     cluster.rollout_status(namespace, "agents")
     burn = "import time\nend = time.monotonic() + 300\nwhile time.monotonic() < end: pass\n"
     load = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 2)]
+    cluster.kubectl("-n", namespace, "create", "deployment", "churn", "--image=registry.example/x:1", "--replicas=0")
+    stop = threading.Event()
+
+    def churn() -> None:
+        replicas = 0
+        while not stop.is_set():
+            replicas = 3 - replicas
+            cluster.kubectl("-n", namespace, "scale", "deployment", "churn", f"--replicas={replicas}", check=False)
+            stop.wait(0.3)
+
+    churner = threading.Thread(target=churn, daemon=True)
+    churner.start()
     image = f"agents={expected('A', 'registry.example/lab/jangar-control-plane')}"
     try:
         for run in range(RUNS_UNDER_LOAD):
@@ -116,12 +130,14 @@ def test_check_exits_0_every_time_under_load(cluster: Cluster, namespace: str) -
             assert "Succeeded (Verified)" in proc.stdout, (run, proc.stdout)
             assert "Fatal Python error" not in proc.stderr and "Traceback" not in proc.stderr, (run, proc.stderr)
     finally:
+        stop.set()
+        churner.join(timeout=30)
         for p in load:
             p.kill()
             p.wait()
 
 
-RUNS_UNDER_LOAD = 25
+RUNS_UNDER_LOAD = 10  # each run ~3-6 s on an idle 2-core CI machine, ~20 s on a shared one
 
 
 def _kubeconfig_with_token(cluster: Cluster, token: str, path: Path) -> Path:
@@ -168,7 +184,12 @@ def test_check_application_reads_the_history_entry(cluster: Cluster, namespace: 
     crd = Path(os.environ.get("RV_BIN_DIR", "")) / "argocd-application-crd.yaml"
     assert crd.is_file(), f"{crd} is missing: `make tools` puts Argo CD's Application CRD there"
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/applications.argoproj.io", "--timeout=60s")
+
+    def established() -> bool:
+        conditions = cluster.get("crd", "applications.argoproj.io").get("status", {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    cluster.wait_for(established, timeout=60, what="Argo CD's Application CRD to be Established")
     entries = [
         {"id": i, "revision": rev, "deployedAt": f"2026-12-01T0{i}:00:00Z", "source": _helm_source(values)}
         for i, (rev, values) in enumerate([("a" * 40, images("A")), ("b" * 40, images("B")), ("a" * 40, images("A"))])

@@ -726,3 +726,12 @@ def test_ssh_without_insecure_checks_host_keys(
     recorded = log.read_text()
     assert "BatchMode=yes" in recorded
     assert "StrictHostKeyChecking=no" not in recorded
+
+
+def test_git_itself_refuses_the_transports_it_is_not_allowed(origin: Origin, tmp_path: Path, git_bin: str) -> None:
+    """Behind the trust rules, git's own allow-list: a reader without `file` cannot read a file:// URL."""
+    reader = GitValuesReader(tmp_path / "strict-cache", git=git_bin, protocols=("https", "http", "ssh"))
+    with pytest.raises(ValuesUnavailable, match="transport 'file' not allowed"):
+        reader.read_values(origin.path.as_uri(), "main", VALUES_PATH)
+    with pytest.raises(ValuesUnavailable, match="transport 'ext' not allowed"):
+        reader.read_values("ext::sh -c id", "main", VALUES_PATH)

@@ -80,6 +80,8 @@ def test_progress_deadline_exceeded_of_the_release_rolled_back_from_keeps_waitin
     assert waiting.phase == Phase.RUNNING
     assert f"pod template runs {IMAGE_B}" in waiting.message and "exceeded its progress deadline" in waiting.message
     assert "waiting for the rollback to replace it" in waiting.message
+    assert conditions(waiting)["RolloutComplete"] == ("False", "RolloutInProgress")
+    assert conditions(waiting)["ImagesMatch"] == ("False", "ImageMismatch")
     at_deadline = decide([inp(stuck_b, [pod("old-a")])], "Auto", None, deadline_passed=True)
     assert (at_deadline.phase, at_deadline.reason) == (Phase.FAILED, Reason.IMAGE_MISMATCH)
     # After the undo the template pins A again: the controller has not yet replaced B's condition.

@@ -113,6 +113,16 @@ the values ask for something the RBAC this chart grants could not serve.
 {{- end }}
 {{- $apps = append $apps (merge (dict "namespace" $ns) (deepCopy $app)) }}
 {{- end }}
-{{- $settings := dict "argocdNamespace" $argocdNs "detection" (dict "enabled" .Values.detection.enabled "applications" $apps) }}
+{{- if not .Values.rbac.clusterScoped }}
+{{- range $ns, $others := .Values.trust.targetNamespaces }}
+{{- range $others }}
+{{- if not (has . $.Values.controller.namespaces) }}
+{{- fail (printf "trust.targetNamespaces.%s: namespace %q is not in controller.namespaces %v: add it there or set rbac.clusterScoped=true" $ns . $.Values.controller.namespaces) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $trust := dict "allowLocalRepositories" .Values.trust.allowLocalRepositories "targetNamespaces" .Values.trust.targetNamespaces }}
+{{- $settings := dict "argocdNamespace" $argocdNs "detection" (dict "enabled" .Values.detection.enabled "applications" $apps) "trust" $trust }}
 {{- toYaml $settings }}
 {{- end }}

@@ -33,6 +33,7 @@ from rollback_verifier.api import (
 from rollback_verifier.cli import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, UsageError
 from rollback_verifier.images import ImageRef, InvalidImageReference, InvalidImageValues, resolve_expected_image
 from rollback_verifier.rollout import deployment_view, pod_view
+from rollback_verifier.trust import RepositoryPolicy
 from rollback_verifier.verdict import TargetInput, Verdict, decide, merge_conditions
 
 OUTPUTS = ("table", "json", "yaml")
@@ -208,6 +209,9 @@ def application_expectations(
                 application=application,
                 reader=GitValuesReader(Path(cache)) if values_from else None,
                 read_secret=None,
+                # The CLI reads with its user's own identity and git: no one borrows the operator's, so
+                # local repositories are fine (other transports stay refused).
+                repositories=RepositoryPolicy(allow_local=True),
             )
         except ExpectationError as exc:
             hint = "" if values_from else "; with valueFiles in git, pass --values-path PATH"
@@ -279,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.repo_url and not args.values_path:
         raise UsageError("--repo-url goes with --values-path")
     targets = parse_targets(args)
-    if not args.target and args.output == "table":
+    if not args.target:  # said on stderr: the table or document on stdout stays clean
         print(
             f"targets: {_default_targets_text()} (the agents chart's; --target NAME=KEY,... for another chart)",
             file=sys.stderr,

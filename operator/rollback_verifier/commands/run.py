@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import sys
@@ -22,6 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     p.add_argument("--settings", type=Path, help="operator settings file (YAML); default: built-in defaults")
     p.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz")
+    p.add_argument(
+        "--metrics-address",
+        default="",
+        metavar="ADDRESS",
+        help="address /metrics, /healthz and /readyz bind to (default: every address)",
+    )
     p.add_argument("--cache-dir", type=Path, default=Path("/var/cache/rollback-verifier"), help="git cache folder")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
@@ -67,6 +74,11 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     if not 0 < args.metrics_port < 65536:
         raise UsageError(f"--metrics-port {args.metrics_port} is not a port number")
+    if args.metrics_address:
+        try:
+            ipaddress.ip_address(args.metrics_address)
+        except ValueError:
+            raise UsageError(f"--metrics-address {args.metrics_address!r} is not an IP address") from None
     _configure_logging(args.log_format, args.log_level)
     api_client = _connect(args.kubeconfig, args.context)
 
@@ -77,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     handlers.OperatorConfig.api_client = api_client
     handlers.OperatorConfig.settings = settings
     handlers.OperatorConfig.metrics_port = args.metrics_port
+    handlers.OperatorConfig.metrics_address = args.metrics_address
     handlers.OperatorConfig.cache_dir = args.cache_dir
     kopf.run(
         standalone=True,

@@ -66,6 +66,7 @@ cmd_up() {
       --kube-scheduler-binary "$bin/kube-scheduler" \
       --kwok-controller-binary "$bin/kwok" \
       --config "$here/kwok-stages.yaml" \
+      --config "$here/kwokctl.yaml" \
       --kubeconfig "$kubeconfig" \
       --wait "${timeout}s" >"$cache_root/kwokctl-create.log" 2>&1; then
     cat "$cache_root/kwokctl-create.log" >&2

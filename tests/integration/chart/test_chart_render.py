@@ -29,11 +29,11 @@ CORE: set[Key] = {
 }
 
 NAMESPACED_RULES = {
-    ("gitops.proompteng.ai", "rollbackverifications", ("create", "get", "list", "patch", "watch"), ()),
-    ("gitops.proompteng.ai", "rollbackverifications/status", ("get", "patch", "update"), ()),
+    ("gitops.proompteng.ai", "rollbackverifications", ("create", "get", "list", "watch"), ()),
+    ("gitops.proompteng.ai", "rollbackverifications/status", ("patch",), ()),
     ("apps", "deployments", ("get", "list", "watch"), ()),
     ("", "pods", ("get", "list", "watch"), ()),
-    ("", "events", ("create", "patch"), ()),
+    ("", "events", ("create",), ()),
 }
 APPLICATION_RULES = {("argoproj.io", "applications", ("get", "list", "watch"), ())}
 
@@ -399,7 +399,17 @@ def test_default_settings_file(render):
                 }
             ],
         },
+        "trust": {"allowLocalRepositories": False, "targetNamespaces": {}},
     }
+
+
+def test_trust_values_reach_the_settings_file(render):
+    trust = {"allowLocalRepositories": True, "targetNamespaces": {"agents": ["agents-canary"]}}
+    docs = render({"controller": {"namespaces": ["agents", "agents-canary"]}, "trust": trust})
+    assert settings(docs)["trust"] == trust
+    # Cluster-wide, every namespace is watched: any mapping renders.
+    docs = render({"rbac": {"clusterScoped": True}, "trust": {"targetNamespaces": {"a": ["b"]}}})
+    assert settings(docs)["trust"]["targetNamespaces"] == {"a": ["b"]}
 
 
 def test_settings_follow_argocd_namespace_and_detection_flag(render):
@@ -516,6 +526,36 @@ def test_network_policy(render):
     peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     np = one(render({"networkPolicy": {"enabled": True, "metricsFrom": peers}}), "NetworkPolicy")["spec"]
     assert np["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": peers}]
+    assert "egress" not in np
+
+
+def test_network_policy_egress_rules_behind_their_flag(render):
+    api = [{"ipBlock": {"cidr": "10.0.0.10/32"}}]
+    git = [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443, "protocol": "TCP"}]}]
+    egress = {"enabled": True, "apiServer": {"to": api}, "gitHosts": git}
+    np = one(render({"networkPolicy": {"enabled": True, "egress": egress}}), "NetworkPolicy")["spec"]
+    assert np["policyTypes"] == ["Ingress", "Egress"]
+    dns, api_rule, git_rule = np["egress"]
+    assert dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    assert api_rule == {"to": api, "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}
+    assert git_rule == git[0]
+    # The flag off: the egress values are ignored, egress stays open.
+    np = one(render({"networkPolicy": {"enabled": True, "egress": {**egress, "enabled": False}}}), "NetworkPolicy")
+    assert np["spec"]["policyTypes"] == ["Ingress"] and "egress" not in np["spec"]
+
+
+def test_metrics_address(render):
+    assert not any(a.startswith("--metrics-address") for a in container(render())["args"])
+    args = container(render({"metrics": {"address": "$(POD_IP)"}}))["args"]
+    assert "--metrics-address=$(POD_IP)" in args
+    env = {e["name"]: e for e in container(render())["env"]}
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
 
 
 # ---------------------------------------------------------------- packaging

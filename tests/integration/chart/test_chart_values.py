@@ -110,6 +110,10 @@ def test_the_chart_ships_the_generated_crd():
         ({"controller": {"namespaces": ["Agents"]}}, ["/controller/namespaces/0"]),
         ({"logLevel": "verbose"}, ["/logLevel"]),
         ({"gitCredentials": {"secretNames": "gitops-repo"}}, ["/gitCredentials/secretNames", "array"]),
+        ({"trust": {"allowLocalRepositories": "yes"}}, ["/trust/allowLocalRepositories", "boolean"]),
+        ({"trust": {"targetNamespaces": {"agents": "team-b"}}}, ["/trust/targetNamespaces/agents", "array"]),
+        ({"metrics": {"address": "all"}}, ["/metrics/address"]),
+        ({"networkPolicy": {"egress": {"gitHosts": [{"too": []}]}}}, ["/networkPolicy/egress/gitHosts/0", "too"]),
     ],
     ids=[
         "clusterScoped-string",
@@ -124,6 +128,10 @@ def test_the_chart_ships_the_generated_crd():
         "bad-namespace",
         "bad-log-level",
         "secretNames-string",
+        "allowLocalRepositories-string",
+        "targetNamespaces-not-a-list",
+        "metrics-address-not-an-ip",
+        "egress-rule-typo",
     ],
 )
 def test_schema_rejects_bad_values_with_a_clear_message(render_error, values, fragments):
@@ -183,6 +191,14 @@ def test_schema_rejects_bad_values_with_a_clear_message(render_error, values, fr
             {"serviceAccount": {"create": False}},
             ["serviceAccount.name is required when serviceAccount.create is false"],
         ),
+        (
+            {"trust": {"targetNamespaces": {"agents": ["team-b"]}}},
+            ['trust.targetNamespaces.agents: namespace "team-b" is not in controller.namespaces'],
+        ),
+        (
+            {"networkPolicy": {"enabled": True, "egress": {"enabled": True}}},
+            ["networkPolicy.egress.apiServer.to must list the API server's endpoint addresses"],
+        ),
     ],
     ids=[
         "verification-namespace-not-watched",
@@ -190,6 +206,8 @@ def test_schema_rejects_bad_values_with_a_clear_message(render_error, values, fr
         "app-outside-argocd-namespace",
         "servicemonitor-without-service",
         "no-service-account-name",
+        "mapped-namespace-not-watched",
+        "egress-without-api-server",
     ],
 )
 def test_templates_refuse_values_the_rbac_could_not_serve(render_error, values, fragments):
