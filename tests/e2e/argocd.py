@@ -128,13 +128,15 @@ class Ports:
 @dataclass(frozen=True)
 class Component:
     """One host process: `binary_name` is the role of Argo CD's multi-call binary (ARGOCD_BINARY_NAME),
-    None for a program of its own (`args[0]`); it is up once `ready_port` accepts connections."""
+    None for a program of its own (`args[0]`); it is up once `ready_port` accepts connections.
+    `all_interfaces`: it binds 0.0.0.0 (no address flag), so the port must be free on every interface."""
 
     name: str
     args: list[str]
     ready_port: int
     binary_name: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    all_interfaces: bool = False
 
 
 @dataclass
@@ -315,6 +317,7 @@ class ArgoCD:
                 ],
                 p.controller_metrics,
                 "argocd-application-controller",
+                all_interfaces=True,
             ),
             Component(
                 "server",
@@ -353,7 +356,7 @@ class ArgoCD:
 
     def start_component(self, component: Component) -> None:
         """Start one process and wait (bounded) until its port accepts connections."""
-        host = ALL_INTERFACES if component.name == "application-controller" else "127.0.0.1"
+        host = ALL_INTERFACES if component.all_interfaces else "127.0.0.1"
         if port_taken(component.ready_port, host):
             raise ArgoCDError(
                 f"port {component.ready_port} for Argo CD's {component.name} is taken by another process; "
@@ -376,6 +379,23 @@ class ArgoCD:
             self._running.remove(running)
             _end(running.process)
             raise
+
+    def configure_notifications(self, data: Mapping[str, str]) -> None:
+        """Apply install.yaml's argocd-notifications-cm (with `data` merged in) and -secret, for a
+        session whose install() left them out."""
+        objects = [o for o in self.config_objects(with_notifications=True) if "notifications" in o["metadata"]["name"]]
+        for obj in objects:
+            if obj["kind"] == "ConfigMap":
+                obj["data"] = {**(obj.get("data") or {}), **data}
+        self.cluster.apply(yaml.safe_dump_all(objects), self.namespace)
+
+    def start_notifications(self) -> None:
+        """Start the notifications controller (it reads argocd-notifications-cm and -secret: install
+        them with install(with_notifications=True)); stop() stops it with the rest."""
+        metrics = free_port(ALL_INTERFACES)  # it has no address flag either
+        args = ["--namespace", self.namespace, "--metrics-port", str(metrics), "--loglevel", "info"]
+        component = Component("notifications-controller", args, metrics, "argocd-notifications", all_interfaces=True)
+        self.start_component(component)
 
     def _wait_up(self, running: _Running) -> None:
         component, process, log = running.component, running.process, running.log

@@ -31,16 +31,25 @@ def hook_node(argocd: ArgoCD, app: str) -> dict[str, Any]:
     return nodes[0]
 
 
+def hooked_chart(
+    cluster: Cluster, argocd: ArgoCD, namespace: str, tmp_path: Path, prefix: str
+) -> tuple[str, GitOpsRepo, Path]:
+    """An Application name, a GitOps repo whose chart carries the PostSync hook for it, and operator
+    settings without detection (only the hook makes verifications)."""
+    cluster.install_crd()
+    app = f"{prefix}-{namespace.removeprefix('t-')}"
+    repo = GitOpsRepo(tmp_path / "gitops")
+    repo.seed_chart(hook_for=app, hook_timeout_seconds=15)
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"argocdNamespace": argocd.namespace, "detection": {"enabled": False}}))
+    return app, repo, settings
+
+
 def test_a_post_sync_hook_verification_decides_the_sync(
     cluster: Cluster, argocd: ArgoCD, namespace: str, tmp_path: Path
 ) -> None:
-    cluster.install_crd()
-    app = f"hook-{namespace.removeprefix('t-')}"
-    repo = GitOpsRepo(tmp_path / "gitops")
-    repo.seed_chart(hook_for=app, hook_timeout_seconds=15)
+    app, repo, settings = hooked_chart(cluster, argocd, namespace, tmp_path, "hook")
     argocd.create_application(app, repo, namespace)
-    settings = tmp_path / "settings.yaml"  # no detection: only the hook makes verifications here
-    settings.write_text(yaml.safe_dump({"argocdNamespace": argocd.namespace, "detection": {"enabled": False}}))
     try:
         with running_operator(cluster, [namespace], tmp_path / "op", settings=settings):
             rev_a = repo.commit_values(images("A"), "release A")
