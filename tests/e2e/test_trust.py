@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.e2e.agents import VALUES_PATH, GitOpsRepo, images, verification, wait_verdict
-from tests.e2e.argocd_sim import ArgoCD
+from tests.e2e.agents import VALUES_PATH, GitOpsRepo, images, release_images, verification, wait_verdict
+from tests.e2e.argocd import ArgoCD
 from tests.e2e.support import Cluster, Operator, running_operator
 from tests.e2e.test_chart_install import CHART, RELEASE, SERVICE_ACCOUNT, service_account_kubeconfig
 
@@ -78,7 +78,7 @@ class Scene:
     as_operator: Cluster  # the chart's ServiceAccount
     own: str  # the attacker's namespace
     other: str  # team B's namespace
-    argocd: str
+    argocd: ArgoCD  # real Argo CD (the session's)
     password: str
     recorder: Recorder
     tmp: Path
@@ -116,11 +116,10 @@ class Scene:
 
 
 @pytest.fixture(scope="module")
-def scene(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+def scene(cluster: Cluster, argocd: ArgoCD, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     tmp = tmp_path_factory.mktemp("trust")
     suffix = uuid.uuid4().hex[:6]
-    own, other, argocd = (cluster.create_namespace(f"{n}-{suffix}") for n in ("team-a", "team-b", "argocd"))
-    ArgoCD(cluster, argocd).install_crd()
+    own, other = (cluster.create_namespace(f"{n}-{suffix}") for n in ("team-a", "team-b"))
     password = secrets.token_hex(12)
     literals = {"url": SECRET_URL, "username": USERNAME, "password": password}
     cluster.kubectl(
@@ -128,7 +127,7 @@ def scene(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     )  # fmt: skip
     values = {
         "controller": {"namespaces": [own, other]},
-        "argocd": {"namespace": argocd},
+        "argocd": {"namespace": argocd.namespace},
         "detection": {"enabled": False, "applications": [{"name": "agents", "verificationNamespace": own}]},
     }
     (tmp / "values.yaml").write_text(yaml.safe_dump(values))
@@ -140,7 +139,7 @@ def scene(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     finally:
         recorder.server.shutdown()
         cluster.helm("uninstall", RELEASE, "-n", own, check=False)
-        for ns in (own, other, argocd):
+        for ns in (own, other):
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
@@ -233,40 +232,27 @@ def deployment_in(cluster: Cluster, namespace: str) -> None:
     )
 
 
-def application_of_team_b(scene: Scene) -> None:
-    app = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {"name": "team-b-app", "namespace": scene.argocd},
-        "spec": {
-            "project": "default",
-            "source": {"repoURL": "https://git.example/team-b.git", "targetRevision": "main", "path": "."},
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": scene.other},
-        },
-        "status": {
-            "health": {"status": "Healthy"},
-            "history": [
-                {
-                    "id": 1,
-                    "revision": "b" * 40,
-                    "deployedAt": "2026-01-01T00:00:00Z",
-                    "source": {
-                        "repoURL": "https://git.example/team-b.git",
-                        "helm": {"values": "image: {repository: registry.example/team-b/secret, tag: t1}"},
-                    },
-                }
-            ],
-        },
-    }
-    scene.cluster.apply(json.dumps(app))
+TEAM_B_IMAGES = release_images(4242)  # images of team B's own: none of team A's objects may show them
+
+
+def application_of_team_b(scene: Scene) -> str:
+    """Team B's Application, deployed to team B's namespace by real Argo CD (a real sync: its history
+    entry carries the inline Helm values the attacker would like to read)."""
+    name = f"team-b-{scene.other.rsplit('-', 1)[-1]}"
+    repo = GitOpsRepo(scene.tmp / f"gitops-{name}")
+    repo.seed_chart()
+    revision = repo.commit_values(TEAM_B_IMAGES, "team B's release")
+    scene.argocd.create_application(name, repo, scene.other, helm_values=TEAM_B_IMAGES)
+    scene.argocd.sync(name, revision)
+    return name
 
 
 def test_targets_and_applications_of_other_namespaces_are_refused_unless_mapped(scene: Scene) -> None:
     deployment_in(scene.cluster, scene.other)
-    application_of_team_b(scene)
+    team_b_app = application_of_team_b(scene)
     cross_target = {"targets": [{"name": "web", "namespace": scene.other, "image": "registry.example/x:1"}]}
     cross_app = {
-        "application": {"name": "team-b-app", "namespace": scene.argocd},
+        "application": {"name": team_b_app, "namespace": scene.argocd.namespace},
         "valuesFrom": {"applicationHelmValues": True},
         "targets": [{"name": "web", "imageValues": ["image"]}],
         "timeoutSeconds": 5,
@@ -277,7 +263,8 @@ def test_targets_and_applications_of_other_namespaces_are_refused_unless_mapped(
         message = refused(scene.verify("cross-app", cross_app))
         assert f"may name only an Application that deploys to {scene.own}" in message
         text = json.dumps(scene.cluster.get("-n", scene.own, "rbv"))
-        assert "registry.example/team-b" not in text, "team B's images reached the attacker's status"
+        leaked = [TEAM_B_IMAGES["image"]["digest"], "registry.example/team-b"]
+        assert not [x for x in leaked if x in text], "team B's images reached the attacker's status"
 
     with scene.operator(targetNamespaces={scene.own: [scene.other]}):
         mapped = scene.verify("cross-target-mapped", {**cross_target, "timeoutSeconds": 10})
