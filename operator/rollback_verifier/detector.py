@@ -33,13 +33,23 @@ from rollback_verifier.values_source import (
     ValuesUnavailable,
     values_from_helm_source,
 )
+from rollback_verifier.workers import Workers
 
 log = logging.getLogger(__name__)
 
 
 class Detector:
-    def __init__(self, kube: Kube, metrics: Metrics, reader: GitValuesReader | None, settings: Settings) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        metrics: Metrics,
+        reader: GitValuesReader | None,
+        settings: Settings,
+        workers: Workers | None = None,
+    ) -> None:
         self.kube = kube
+        # Git reads in the git pool, API calls in the API pool: detection never delays status writes.
+        self.workers = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
         self.metrics = metrics
         self.reader = reader
         self.settings = settings
@@ -89,7 +99,7 @@ class Detector:
         if found is not None or index < 1:
             return found
         repo_url = self._repo_url(app, watched)
-        credentials = await asyncio.to_thread(self._credentials, watched)
+        credentials = await self.workers.api(self._credentials, watched)
         if repo_url and self.reader is not None:
             reader = self.reader
 
@@ -100,12 +110,17 @@ class Detector:
                     self._warn_once(f"ancestry:{older}", f"detection: cannot compare revisions in git: {exc}")
                     return None
 
-            found = await asyncio.to_thread(by_ancestry, entries, index, is_ancestor)
+            found = await self.workers.git(repo_url, by_ancestry, entries, index, is_ancestor, bounded=False)
             if found is not None:
                 return found
         uid = str((app.get("metadata") or {}).get("uid"))
-        return await asyncio.to_thread(
-            by_content, entries, index, lambda e: self._images_of(uid, e, watched, repo_url, credentials)
+        return await self.workers.git(
+            repo_url or "",
+            by_content,
+            entries,
+            index,
+            lambda e: self._images_of(uid, e, watched, repo_url, credentials),
+            bounded=False,
         )
 
     def _repo_url(self, app: Mapping[str, Any], watched: WatchedApplication) -> str | None:
@@ -166,7 +181,7 @@ class Detector:
         manifest = verification_manifest(watched, rollback, app_namespace)
         name = manifest["metadata"]["name"]
         try:
-            created = await asyncio.to_thread(self.kube.create_verification, watched.verificationNamespace, manifest)
+            created = await self.workers.api(self.kube.create_verification, watched.verificationNamespace, manifest)
         except Exception as exc:  # e.g. RBAC or a missing namespace: say so, do not retry in a loop
             log.error(
                 "detection: cannot create RollbackVerification %s/%s: %s", watched.verificationNamespace, name, exc

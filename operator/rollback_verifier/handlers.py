@@ -26,6 +26,7 @@ from rollback_verifier.rollout import DeploymentView, PodView, deployment_view, 
 from rollback_verifier.runner import VerificationRunner
 from rollback_verifier.settings import Settings
 from rollback_verifier.values_source import GitValuesReader
+from rollback_verifier.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     cfg = OperatorConfig
     apps = ApplicationWatcher(kube, cfg.settings.argocdNamespace)
     cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+    reader = GitValuesReader(cfg.cache_dir / "git")
+    workers = Workers(budget_seconds=reader.timeout_seconds)
     runner = VerificationRunner(
         kube,
         metrics,
-        GitValuesReader(cfg.cache_dir / "git"),
+        reader,
         # Only Argo CD's namespace is watched (and granted): an Application elsewhere reads as not found.
         get_application=lambda ns, name: apps.get(name) if ns == apps.namespace else None,
+        workers=workers,
     )
-    detector = Detector(kube, metrics, runner.reader, cfg.settings)
+    detector = Detector(kube, metrics, reader, cfg.settings, workers)
     loop = asyncio.get_running_loop()
     # Tasks started from the watch thread run in kopf's context, so that they can post Events.
     context = contextvars.copy_context()
@@ -127,6 +131,7 @@ async def _serve_http(metrics: Metrics, port: int) -> web.AppRunner:
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo.apps.stop()
+    memo.runner.workers.shutdown()
     await memo.http.cleanup()
 
 

@@ -96,6 +96,18 @@ class Kube:
         items = self.apps.list_namespaced_deployment(namespace, _request_timeout=REQUEST_TIMEOUT).items
         return [self.api_client.sanitize_for_serialization(d) for d in items]
 
-    def list_pods(self, namespace: str) -> list[dict[str, Any]]:
-        items = self.core.list_namespaced_pod(namespace, _request_timeout=REQUEST_TIMEOUT).items
+    def list_pods(self, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+        items = self.core.list_namespaced_pod(
+            namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
+        ).items
         return [self.api_client.sanitize_for_serialization(p) for p in items]
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Deployment as the API server has it now; None when it does not exist."""
+        try:
+            obj = self.apps.read_namespaced_deployment(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], self.api_client.sanitize_for_serialization(obj))

@@ -36,7 +36,7 @@ from rollback_verifier.argocd import application_health, operation_running, orph
 from rollback_verifier.expectations import ExpectationError, Expectations, resolve_expectations
 from rollback_verifier.kube import Conflict, Kube
 from rollback_verifier.metrics import Metrics
-from rollback_verifier.rollout import DeploymentView, PodView
+from rollback_verifier.rollout import DeploymentView, PodView, deployment_view, pod_view
 from rollback_verifier.values_source import GitValuesReader
 from rollback_verifier.verdict import (
     ApplicationFacts,
@@ -46,13 +46,22 @@ from rollback_verifier.verdict import (
     failed_before_start,
     merge_conditions,
 )
+from rollback_verifier.workers import GitBusy, Workers
 
 log = logging.getLogger(__name__)
 
 DETECTED_BY_LABEL = f"{LABEL_PREFIX}detected-by"
 HOOK_ANNOTATION = "argocd.argoproj.io/hook"
-MAX_BACKOFF_SECONDS = 60.0
+# After an unexpected error (the API server unreachable, mostly) a job retries at once when a watch
+# event arrives (the watches reconnecting), else after this backoff: short, as it only bounds the wait
+# when nothing at all happens.
+MAX_BACKOFF_SECONDS = 8.0
 PROGRESS_INTERVAL = 1.0  # seconds between two progress writes of one verification (verdicts never wait)
+# When the fresh read disagrees with the caches, the verdict is evaluated again this soon at the latest.
+RECHECK_SECONDS = 2.0
+
+# What a verdict reads about one target: its Deployment (None: not found) and the pods of its namespace.
+Facts = Callable[[str, str], tuple[DeploymentView | None, list[PodView]]]
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -96,11 +105,13 @@ class VerificationRunner:
         metrics: Metrics,
         reader: GitValuesReader | None,
         get_application: Callable[[str, str], dict[str, Any] | None],
+        workers: Workers | None = None,
     ) -> None:
         self.kube = kube
         self.metrics = metrics
         self.reader = reader
         self.get_application = get_application
+        self.workers = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
         self.get_deployment: Callable[[str, str], DeploymentView | None] = lambda ns, name: None
         self.get_pods: Callable[[str], Iterable[PodView]] = lambda ns: ()
         self._jobs: dict[str, _Job] = {}
@@ -152,6 +163,7 @@ class VerificationRunner:
     async def _run(self, uid: str, job: _Job) -> None:
         backoff = 1.0
         app_label = ""
+        failing = False  # within an outage: its Warning was posted already
         try:
             app_label = str(((job.body.get("spec") or {}).get("application") or {}).get("name") or "")
             self.metrics.in_progress.labels(app_label).inc()
@@ -165,14 +177,20 @@ class VerificationRunner:
                     raise
                 except Exception as exc:
                     # One broken object must never stop the others, nor spin: log, wait, try again.
-                    log.exception("verification %s/%s failed unexpectedly; retrying", job.namespace, job.name)
-                    kopf.event(
-                        cast(kopf.Body, job.body),
-                        type="Warning",
-                        reason="VerifierError",
-                        message=f"retrying in {backoff:.0f}s: {exc}",
-                    )
-                    await asyncio.sleep(backoff)
+                    log.warning("verification %s/%s: %s; retrying", job.namespace, job.name, exc, exc_info=True)
+                    if not failing:  # one Warning per outage, not one per failed write
+                        failing = True
+                        kopf.event(
+                            cast(kopf.Body, job.body),
+                            type="Warning",
+                            reason="VerifierError",
+                            message=f"retrying until it works: {exc}",
+                        )
+                    # A watch event (the watches reconnecting after an outage) retries at once.
+                    await asyncio.sleep(min(backoff, 1.0))  # never faster than once a second
+                    job.wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(job.wakeup.wait(), timeout=max(backoff - 1.0, 0.0))
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
             self.metrics.in_progress.labels(app_label).dec()
@@ -217,23 +235,21 @@ class VerificationRunner:
         application = self._application(spec)
         try:
             hook = detected_by(body) == DetectedBy.POST_SYNC_HOOK.value
-            expectations = await asyncio.to_thread(self._resolve, spec, targets, job.namespace, application, hook)
+            expectations = await self._resolve_bounded(spec, targets, job.namespace, application, hook)
         except ExpectationError as exc:
             await self._finish(job, failed_before_start(exc.reason, exc.message), time.time())
             return
         revision = expectations.revision or spec.revision
-        await self._write(
-            job,
-            {
-                "revision": revision,
-                "shortRevision": revision[:8] if revision else None,
-                "fromRevision": spec.fromRevision,
-                "message": f"expected images resolved from {expectations.source}; waiting for the rollouts",
-            },
-        )
+        # Written with the first progress (or the verdict), not on its own: one status write fewer.
+        resolved: dict[str, Any] = {
+            "revision": revision,
+            "shortRevision": revision[:8] if revision else None,
+            "fromRevision": spec.fromRevision,
+        }
 
         last_written: Any = None
         last_write_at = 0.0
+        previous_fresh: tuple[Phase, Reason | None] | None = None
         while True:
             job.wakeup.clear()
             if (job.body.get("status") or {}).get("phase") in FINAL_PHASES:
@@ -243,18 +259,43 @@ class VerificationRunner:
             verdict = self._evaluate(
                 spec, targets, expectations, deadline_passed=time.time() >= deadline, from_hook=hook
             )
+            wait = deadline - time.time()
             if verdict.final:
-                await self._finish(job, verdict, parse_iso(started_at), decided_by_change)
-                return
+                # A verdict is final, so it is decided on fresh facts: the caches may lag the API server.
+                fresh_facts = await self.workers.api(self._read_fresh, targets)
+                fresh = self._evaluate(
+                    spec,
+                    targets,
+                    expectations,
+                    deadline_passed=time.time() >= deadline,
+                    from_hook=hook,
+                    read=fresh_facts,
+                )
+                if fresh_read_agrees(verdict, fresh, previous_fresh):
+                    await self._finish(job, fresh, parse_iso(started_at), decided_by_change, resolved)
+                    return
+                log.info(
+                    "%s/%s: the caches say %s, the API server says %s (%s); evaluating again",
+                    job.namespace,
+                    job.name,
+                    verdict.phase.value,
+                    fresh.phase.value,
+                    fresh.message,
+                )
+                previous_fresh = (fresh.phase, fresh.reason) if fresh.final else None
+                wait = min(max(wait, 0.0), RECHECK_SECONDS) or RECHECK_SECONDS
+                verdict = fresh if not fresh.final else verdict
+            else:
+                previous_fresh = None
             # Progress is written at most once per PROGRESS_INTERVAL: a rollout's many pod events must
             # not become as many status writes (each one delays the verdict's write behind it).
             progress = (verdict.message, [t.model_dump() for t in verdict.targets])
-            wait = deadline - time.time()
-            if progress != last_written:
+            if not verdict.final and progress != last_written:
                 since = time.monotonic() - last_write_at
                 if since >= PROGRESS_INTERVAL:
-                    await self._write(job, self._status_of(job, verdict))
+                    await self._write(job, {**resolved, **self._status_of(job, verdict)})
                     last_written, last_write_at = progress, time.monotonic()
+                    resolved = {}
                 else:
                     wait = min(wait, PROGRESS_INTERVAL - since)
             if wait > 0:
@@ -266,7 +307,7 @@ class VerificationRunner:
             return None
         return self.get_application(spec.application.namespace, spec.application.name)
 
-    def _resolve(
+    async def _resolve_bounded(
         self,
         spec: RollbackVerificationSpec,
         targets: list[Target],
@@ -274,14 +315,40 @@ class VerificationRunner:
         application: dict[str, Any] | None,
         during_sync: bool,
     ) -> Expectations:
-        return resolve_expectations(
-            spec,
-            targets,
-            application=application,
-            reader=self.reader,
-            read_secret=lambda name: self.kube.read_secret_data(namespace, name),
-            during_sync=during_sync,
-        )
+        """Expected images, read in the git pool within its budget (a hanging remote ends in
+        ValuesUnavailable there, never in a wait of other verifications)."""
+
+        def resolve() -> Expectations:
+            return resolve_expectations(
+                spec,
+                targets,
+                application=application,
+                reader=self.reader,
+                read_secret=lambda name: self.kube.read_secret_data(namespace, name),
+                during_sync=during_sync,
+            )
+
+        try:
+            return await self.workers.git(git_repository(spec, application), resolve)
+        except GitBusy as exc:
+            raise ExpectationError(Reason.VALUES_UNAVAILABLE, str(exc)) from None
+
+    def _read_fresh(self, targets: list[Target]) -> Facts:
+        """The targets' Deployments and pods read from the API server now (in an API thread)."""
+        read: dict[tuple[str, str], tuple[DeploymentView | None, list[PodView]]] = {}
+        for t in targets:
+            ns = t.namespace or ""
+            obj = self.kube.read_deployment(ns, t.name)
+            if obj is None:
+                read[(ns, t.name)] = (None, [])
+                continue
+            view = deployment_view(obj)
+            selector = ",".join(f"{k}={v}" for k, v in sorted(view.selector.match_labels.items()))
+            read[(ns, t.name)] = (view, [pod_view(p) for p in self.kube.list_pods(ns, selector)])
+        return lambda ns, name: read.get((ns, name), (None, []))
+
+    def _cached(self, namespace: str, name: str) -> tuple[DeploymentView | None, list[PodView]]:
+        return self.get_deployment(namespace, name), list(self.get_pods(namespace))
 
     def _evaluate(
         self,
@@ -291,17 +358,16 @@ class VerificationRunner:
         *,
         deadline_passed: bool,
         from_hook: bool,
+        read: Facts | None = None,
     ) -> Verdict:
+        """The verdict on the watch caches, or on what `read` returns (a fresh read) when given."""
+        read = read or self._cached
         inputs = []
         for t in targets:
             ns = t.namespace or ""
+            deployment, pods = read(ns, t.name)
             inputs.append(
-                TargetInput(
-                    target=t,
-                    expected=expectations.images[(ns, t.name)],
-                    deployment=self.get_deployment(ns, t.name),
-                    pods=list(self.get_pods(ns)),
-                )
+                TargetInput(target=t, expected=expectations.images[(ns, t.name)], deployment=deployment, pods=pods)
             )
         facts = None
         if spec.application is not None:
@@ -335,18 +401,23 @@ class VerificationRunner:
                 raise _AlreadyDecided
             rv = (job.body.get("metadata") or {}).get("resourceVersion")
             try:
-                job.body = await asyncio.to_thread(self.kube.patch_status, job.namespace, job.name, status, rv)
+                job.body = await self.workers.api(self.kube.patch_status, job.namespace, job.name, status, rv)
                 return
             except Conflict:
-                job.body = await asyncio.to_thread(self.kube.get_verification, job.namespace, job.name)
+                job.body = await self.workers.api(self.kube.get_verification, job.namespace, job.name)
         raise RuntimeError("status could not be written after 5 conflicting updates")
 
     async def _finish(
-        self, job: _Job, verdict: Verdict, started: float, decided_by_change: float | None = None
+        self,
+        job: _Job,
+        verdict: Verdict,
+        started: float,
+        decided_by_change: float | None = None,
+        also: Mapping[str, Any] | None = None,
     ) -> None:
         """Write the verdict exactly once; count it only if this write is the one that landed."""
         completed = time.time()
-        status = self._status_of(job, verdict)
+        status = {**(also or {}), **self._status_of(job, verdict)}
         status.update(completedAt=now_iso(completed), durationSeconds=round(completed - started, 1))
         if "startedAt" not in (job.body.get("status") or {}):
             status["startedAt"] = now_iso(started)
@@ -366,3 +437,24 @@ class VerificationRunner:
         else:
             kopf.event(cast(kopf.Body, job.body), type="Warning", reason=reason, message=verdict.message)
         log.info("%s/%s: %s/%s: %s", job.namespace, job.name, verdict.phase.value, reason, verdict.message)
+
+
+def fresh_read_agrees(cached: Verdict, fresh: Verdict, previous_fresh: tuple[Phase, Reason | None] | None) -> bool:
+    """Whether the verdict the caches reached may be written, as decided on the fresh read.
+
+    Yes when the fresh read reaches the same phase. Also when the fresh read reached the same final
+    verdict on the previous evaluation too: two reads from the API server agree, and caches that stay
+    behind (a stream frozen until its client timeout) must not hold a verdict the facts support.
+    """
+    if not fresh.final:
+        return False
+    return fresh.phase == cached.phase or previous_fresh == (fresh.phase, fresh.reason)
+
+
+def git_repository(spec: RollbackVerificationSpec, application: Mapping[str, Any] | None) -> str:
+    """The repository a verification reads its values from: the key its git reads are bounded by."""
+    git = spec.valuesFrom.git if spec.valuesFrom else None
+    if git is not None and git.repoURL:
+        return git.repoURL
+    source = ((application or {}).get("spec") or {}).get("source") or {}
+    return str(source.get("repoURL") or "")
