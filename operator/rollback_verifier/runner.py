@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -37,6 +37,7 @@ from rollback_verifier.expectations import ExpectationError, Expectations, resol
 from rollback_verifier.kube import Conflict, Kube
 from rollback_verifier.metrics import Metrics
 from rollback_verifier.rollout import DeploymentView, PodView, deployment_view, pod_view
+from rollback_verifier.target_caches import TargetCaches
 from rollback_verifier.values_source import GitValuesReader
 from rollback_verifier.verdict import (
     ApplicationFacts,
@@ -96,6 +97,7 @@ class _Job:
     targets: frozenset[tuple[str, str]] = frozenset()
     application: tuple[str, str] | None = None
     last_change: float | None = None  # wall time of the newest nudge not yet evaluated
+    cached_namespaces: frozenset[str] = frozenset()  # whose caches this job holds open
 
 
 class VerificationRunner:
@@ -105,15 +107,16 @@ class VerificationRunner:
         metrics: Metrics,
         reader: GitValuesReader | None,
         get_application: Callable[[str, str], dict[str, Any] | None],
+        *,
         workers: Workers | None = None,
+        caches: TargetCaches | None = None,
     ) -> None:
         self.kube = kube
         self.metrics = metrics
         self.reader = reader
         self.get_application = get_application
         self.workers = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
-        self.get_deployment: Callable[[str, str], DeploymentView | None] = lambda ns, name: None
-        self.get_pods: Callable[[str], Iterable[PodView]] = lambda ns: ()
+        self.caches = caches
         self._jobs: dict[str, _Job] = {}
 
     # -- inputs from the watch handlers --------------------------------------------------------
@@ -194,6 +197,10 @@ class VerificationRunner:
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
             self.metrics.in_progress.labels(app_label).dec()
+            if self.caches is not None:
+                for ns in job.cached_namespaces:
+                    self.caches.release(ns)
+            job.cached_namespaces = frozenset()
             if self._jobs.get(uid) is job:
                 del self._jobs[uid]
 
@@ -209,6 +216,10 @@ class VerificationRunner:
             return
         targets = spec.effective_targets(job.namespace)
         job.targets = frozenset((t.namespace or job.namespace, t.name) for t in targets)
+        if self.caches is not None:
+            for ns in {ns for ns, _ in job.targets} - job.cached_namespaces:
+                self.caches.acquire(ns)
+            job.cached_namespaces = frozenset(ns for ns, _ in job.targets) | job.cached_namespaces
         if spec.application:
             job.application = (spec.application.namespace, spec.application.name)
 
@@ -256,10 +267,29 @@ class VerificationRunner:
                 return  # another writer recorded the verdict
             decided_by_change = job.last_change
             job.last_change = None
+            unsynced = self._unsynced(job)
+            if unsynced is not None and time.time() < deadline:
+                # Not judged on caches still listing (nor on ones the API server refuses): say why.
+                message = f"waiting for the caches: {unsynced}"
+                if message != (job.body.get("status") or {}).get("message"):
+                    await self._write(job, {**resolved, "message": message})
+                    resolved = {}
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(job.wakeup.wait(), timeout=deadline - time.time())
+                continue
             verdict = self._evaluate(
-                spec, targets, expectations, deadline_passed=time.time() >= deadline, from_hook=hook
+                spec,
+                targets,
+                expectations,
+                deadline_passed=time.time() >= deadline,
+                from_hook=hook,
+                # At the deadline without usable caches: judged on a fresh read alone.
+                read=await self.workers.api(self._read_fresh, targets) if unsynced is not None else None,
             )
             wait = deadline - time.time()
+            if verdict.final and unsynced is not None:
+                await self._finish(job, verdict, parse_iso(started_at), decided_by_change, resolved)
+                return
             if verdict.final:
                 # A verdict is final, so it is decided on fresh facts: the caches may lag the API server.
                 fresh_facts = await self.workers.api(self._read_fresh, targets)
@@ -348,7 +378,14 @@ class VerificationRunner:
         return lambda ns, name: read.get((ns, name), (None, []))
 
     def _cached(self, namespace: str, name: str) -> tuple[DeploymentView | None, list[PodView]]:
-        return self.get_deployment(namespace, name), list(self.get_pods(namespace))
+        if self.caches is None:
+            return None, []
+        return self.caches.deployment(namespace, name), self.caches.pods(namespace)
+
+    def _unsynced(self, job: _Job) -> str | None:
+        if self.caches is None:
+            return "no caches"
+        return next((p for ns in sorted(job.cached_namespaces) if (p := self.caches.unsynced(ns)) is not None), None)
 
     def _evaluate(
         self,

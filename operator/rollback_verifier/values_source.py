@@ -345,9 +345,9 @@ class GitValuesReader:
             GIT_ASKPASS=str(self._askpass),
             LC_ALL="C",  # stable, English messages
             # A remote that stops sending ends the transfer early, on every transport: http(s) below
-            # 1 KB/s for 15 s, ssh after two unanswered keepalives (below); the deadline kills the rest.
+            # 1 KB/s for 30 s, ssh after two unanswered keepalives (below); the deadline kills the rest.
             GIT_HTTP_LOW_SPEED_LIMIT="1000",
-            GIT_HTTP_LOW_SPEED_TIME="15",
+            GIT_HTTP_LOW_SPEED_TIME="30",
         )
         if credentials.username:
             env[_ASKPASS_USERNAME_ENV] = credentials.username
