@@ -10,10 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from rollback_verifier.informer import Informer
 from rollback_verifier.kube import Kube
 from rollback_verifier.rollout import DeploymentView, PodView, deployment_view, pod_view
+
+V = TypeVar("V")
 
 # (namespace, Deployment name or None for "a pod changed"); called in an informer's thread.
 Changed = Callable[[str, str | None], None]
@@ -56,24 +59,22 @@ class TargetCaches:
         def on_state() -> None:  # synced, or an error: the verifications there say it
             self.changed(namespace, None)
 
-        deployments = Informer(
-            f"Deployments in {namespace}",
-            self.kube.apps.list_namespaced_deployment,
-            namespace,
-            view=deployment_view,
-            listener=lambda _kind, name, _view: self.changed(namespace, name),
-            on_state=on_state,
-            namespace=namespace,
-        )
-        pods = Informer(
-            f"pods in {namespace}",
-            self.kube.core.list_namespaced_pod,
-            namespace,
-            view=pod_view,
-            listener=lambda _kind, _name, _view: self.changed(namespace, None),
-            on_state=on_state,
-            namespace=namespace,
-        )
+        def informer(
+            what: str, list_fn: Callable[..., Any], view: Callable[[dict[str, Any]], V], by_name: bool
+        ) -> Informer[V]:
+            return Informer(
+                f"{what} in {namespace}",
+                list_fn,
+                namespace,
+                view=view,
+                # A Deployment's change nudges the verifications of that Deployment; a pod's, those of the namespace.
+                listener=lambda _kind, name, _view: self.changed(namespace, name if by_name else None),
+                on_state=on_state,
+                namespace=namespace,
+            )
+
+        deployments = informer("Deployments", self.kube.apps.list_namespaced_deployment, deployment_view, True)
+        pods = informer("pods", self.kube.core.list_namespaced_pod, pod_view, False)
         return _Namespace(deployments.start(), pods.start())
 
     # -- reads (from the event loop) -----------------------------------------------------------

@@ -11,10 +11,9 @@ import pytest
 from tests.e2e.agents import (
     VALUES_PATH,
     GitOpsRepo,
+    deploy_a_then_b,
     expected,
     git_values_spec,
-    helm_deploy,
-    images,
     verification,
     wait_verdict,
 )
@@ -26,12 +25,7 @@ from tests.e2e.support import Cluster, running_operator
 def deployed_a_then_b(cluster: Cluster, namespace: str, tmp_path: Path) -> tuple[GitOpsRepo, str, str]:
     cluster.install_crd()
     repo = GitOpsRepo(tmp_path / "gitops")
-    rev_a = repo.commit_values(images("A"), "release A")
-    helm_deploy(cluster, namespace, repo.values_at(rev_a))
-    rev_b = repo.commit_values(images("B"), "release B")
-    helm_deploy(cluster, namespace, repo.values_at(rev_b))
-    for d in ("agents", "agents-controllers"):
-        cluster.rollout_status(namespace, d)
+    rev_a, rev_b = deploy_a_then_b(cluster, namespace, repo)
     return repo, rev_a, rev_b
 
 
