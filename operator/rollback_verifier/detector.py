@@ -13,6 +13,7 @@ from typing import Any
 
 from rollback_verifier.api import Target
 from rollback_verifier.detection import (
+    APPLICATION_LABEL,
     HistoryEntry,
     Images,
     Rollback,
@@ -22,6 +23,7 @@ from rollback_verifier.detection import (
     history_entries,
     to_examine,
     verification_manifest,
+    verifications_to_prune,
 )
 from rollback_verifier.images import InvalidImageReference, InvalidImageValues, resolve_expected_image
 from rollback_verifier.kube import Kube
@@ -191,6 +193,7 @@ class Detector:
             log.debug("detection: %s/%s exists already", watched.verificationNamespace, name)
             return
         self.metrics.detected.labels(watched.name, rollback.detected_by.value).inc()
+        await self._prune(watched)
         log.info(
             "detection: %s rolled back from %s to %s (%s): created %s/%s",
             watched.name,
@@ -200,6 +203,17 @@ class Detector:
             watched.verificationNamespace,
             name,
         )
+
+    async def _prune(self, watched: WatchedApplication) -> None:
+        """Keep the newest `historyLimit` detected verifications of the Application (api.md retention)."""
+        ns = watched.verificationNamespace
+        try:
+            items = await self.workers.api(self.kube.list_verifications, ns, f"{APPLICATION_LABEL}={watched.name}")
+            for name, uid in verifications_to_prune(items, watched.historyLimit):
+                await self.workers.api(self.kube.delete_verification, ns, name, uid)
+                log.info("detection: deleted %s/%s, beyond the history limit of %s", ns, name, watched.historyLimit)
+        except Exception as exc:  # e.g. RBAC without delete: say so; the next rollback tries again
+            log.warning("detection: cannot prune the verifications of %s in %s: %s", watched.name, ns, exc)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -83,6 +83,28 @@ class Kube:
             raise
         return obj
 
+    def list_verifications(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        result = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
+        )
+        return list(cast(dict[str, Any], result).get("items") or [])
+
+    def delete_verification(self, namespace: str, name: str, uid: str) -> None:
+        """Delete that very object (a uid precondition: never a newer one of the same name); gone is fine."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
     # -- reads -----------------------------------------------------------------------------------
     def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's `.data` as the API returns it (base64 values). Never logged, never in messages."""
