@@ -134,7 +134,12 @@ def running_operator(
     tmp: Path,
     settings: Path | None = None,
     extra: list[str] | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
 ) -> Iterator[Operator]:
+    """The operator as a host process; `env` adds to the cluster's environment; with wait_ready=False
+    it is handed over as soon as it runs (a caller that measures its start-up waits itself)."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"operator-{port}.log"
@@ -146,10 +151,13 @@ def running_operator(
         args += ["--settings", str(settings)]
     args += extra or []
     log_file = log_path.open("w")
-    proc = subprocess.Popen(args, env=cluster.env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        args, env={**cluster.env, **(env or {})}, stdout=log_file, stderr=subprocess.STDOUT, text=True
+    )
     op = Operator(proc, port, log_path)
     try:
-        start_operator_wait(op)
+        if wait_ready:
+            start_operator_wait(op)
         yield op
     finally:
         op.stop()

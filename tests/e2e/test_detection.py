@@ -256,3 +256,31 @@ def test_a_post_sync_hook_verification_is_marked_and_verified(scene: Scene) -> N
         status = wait_verdict(scene.cluster, scene.namespace, "agents-postsync", 60)["status"]
         assert (status["phase"], status["detectedBy"]) == ("Succeeded", "PostSyncHook")
         assert status["revision"] == scene.argo.history(APP)[-1]["revision"]
+
+
+def test_detected_verifications_beyond_the_history_limit_are_deleted_manual_ones_kept(scene: Scene) -> None:
+    from rollback_verifier.detection import APPLICATION_LABEL, DETECTED_BY_LABEL
+
+    # Three older detected verdicts and a manual one, finished before the rollback below.
+    missing = {"targets": [{"name": "gone", "image": expected("A")}], "timeoutSeconds": 1}
+    older = [f"{APP}-rollback-old-{i}" for i in range(3)]
+    with scene.operator(historyLimit=2):
+        for name in older:
+            labels = {APPLICATION_LABEL: APP, DETECTED_BY_LABEL: "ArgoCDHistory"}
+            scene.cluster.apply(verification(name, missing, labels=labels), scene.namespace)
+            wait_verdict(scene.cluster, scene.namespace, name, timeout=30)
+            time.sleep(1)  # creationTimestamp has a resolution of one second: keep the order unambiguous
+        scene.cluster.apply(verification("manual", missing, labels={APPLICATION_LABEL: APP}), scene.namespace)
+        wait_verdict(scene.cluster, scene.namespace, "manual", timeout=30)
+
+        deploy(scene, images("A"), "release A")
+        deploy(scene, images("B"), "release B")
+        scene.argo.rollback(APP)
+        newest = f"{APP}-rollback-{scene.newest_id()}"
+        scene.verdict_of(scene.newest_id())
+
+        def kept() -> set[str] | None:
+            names = {v["metadata"]["name"] for v in scene.verifications()}
+            return names if names == {newest, older[2], "manual"} else None
+
+        scene.cluster.wait_for(kept, timeout=30, what="the two oldest detected verifications to be deleted")
