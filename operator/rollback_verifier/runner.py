@@ -248,7 +248,7 @@ class VerificationRunner:
             hook = detected_by(body) == DetectedBy.POST_SYNC_HOOK.value
             expectations = await self._resolve_bounded(spec, targets, job.namespace, application, hook)
         except ExpectationError as exc:
-            await self._finish(job, failed_before_start(exc.reason, exc.message), time.time())
+            await self._finish(job, failed_before_start(exc.reason, exc.message), parse_iso(started_at))
             return
         revision = expectations.revision or spec.revision
         # Written with the first progress (or the verdict), not on its own: one status write fewer.
@@ -358,6 +358,8 @@ class VerificationRunner:
                 during_sync=during_sync,
             )
 
+        if all(t.image is not None for t in targets):
+            return resolve()  # images given in the spec: no values to read, nothing to wait for
         try:
             return await self.workers.git(git_repository(spec, application), resolve)
         except GitBusy as exc:

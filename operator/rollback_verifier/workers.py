@@ -20,7 +20,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 API_THREADS = 16
-GIT_THREADS = 8
+GIT_THREADS = 16  # threads wait on git subprocesses: cheap, and more hanging remotes fit before others queue
 GIT_READS_PER_REPOSITORY = 2
 
 
