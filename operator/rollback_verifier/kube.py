@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from kubernetes import client, config
@@ -103,6 +104,37 @@ class Kube:
             )
         except ApiException as exc:
             if exc.status not in (404, 409):
+                raise
+
+    def post_event_once(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """An Event about `obj` under a name derived from the object and the reason: posted twice (an
+        operator killed between its status write and its Event, then resuming), it exists once."""
+        meta = obj.get("metadata") or {}
+        name, namespace, uid = str(meta.get("name")), str(meta.get("namespace")), str(meta.get("uid"))
+        now = datetime.now(UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=f"{name[:180]}.{uid[:18]}.{reason.lower()[:40]}", namespace=namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind="RollbackVerification",
+                name=name,
+                namespace=namespace,
+                uid=uid,
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=type_,
+            count=1,
+            first_timestamp=now,
+            last_timestamp=now,
+            source=client.V1EventSource(component="rollback-verifier"),
+            reporting_component="rollback-verifier",
+        )
+        try:
+            self.core.create_namespaced_event(namespace, event, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status != 409:
                 raise
 
     # -- reads -----------------------------------------------------------------------------------

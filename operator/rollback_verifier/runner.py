@@ -235,12 +235,10 @@ class VerificationRunner:
                     "observedGeneration": (body.get("metadata") or {}).get("generation"),
                 },
             )
-            kopf.event(
-                cast(kopf.Body, job.body),
-                type="Normal",
-                reason="Started",
-                message=f"verifying {len(targets)} Deployments",
-            )
+        # Also on a resume: the operator may have died between its Running write and this Event.
+        await self.workers.api(
+            self.kube.post_event_once, job.body, "Normal", "Started", f"verifying {len(targets)} Deployments"
+        )
         deadline = parse_iso(started_at) + spec.timeoutSeconds
 
         application = self._application(spec)
@@ -471,10 +469,11 @@ class VerificationRunner:
         self.metrics.record_verdict(app, verdict.phase.value, reason, completed - started, written)
         if decided_by_change is not None:
             self.metrics.verdict_latency.observe(max(written - decided_by_change, 0.0))
-        if verdict.phase == Phase.SUCCEEDED:
-            kopf.event(cast(kopf.Body, job.body), type="Normal", reason=reason, message=verdict.message)
-        else:
-            kopf.event(cast(kopf.Body, job.body), type="Warning", reason=reason, message=verdict.message)
+        kind = "Normal" if verdict.phase == Phase.SUCCEEDED else "Warning"
+        try:
+            await self.workers.api(self.kube.post_event_once, job.body, kind, reason, verdict.message)
+        except Exception as exc:  # the verdict is written: an Event that cannot be posted does not undo it
+            log.warning("%s/%s: cannot post the %s Event: %s", job.namespace, job.name, reason, exc)
         log.info("%s/%s: %s/%s: %s", job.namespace, job.name, verdict.phase.value, reason, verdict.message)
 
 
