@@ -29,7 +29,7 @@ CORE: set[Key] = {
 }
 
 NAMESPACED_RULES = {
-    ("gitops.proompteng.ai", "rollbackverifications", ("create", "get", "list", "patch", "watch"), ()),
+    ("gitops.proompteng.ai", "rollbackverifications", ("create", "delete", "get", "list", "patch", "watch"), ()),
     ("gitops.proompteng.ai", "rollbackverifications/status", ("get", "patch", "update"), ()),
     ("apps", "deployments", ("get", "list", "watch"), ()),
     ("", "pods", ("get", "list", "watch"), ()),
@@ -384,6 +384,7 @@ def test_default_settings_file(render):
                     "timeoutSeconds": 600,
                     "requireApplicationHealthy": True,
                     "failOnOrphans": False,
+                    "historyLimit": 10,
                 }
             ],
         },
