@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): start the bench cluster (rv-bench, with the API server's audit
-log on), run every benchmark, print a markdown summary, write bench/results/latest.json, and stop
-the cluster, even when a benchmark fails.
+log on), run every benchmark, print a markdown summary, write bench/results/latest.json and its
+latency plots (latest-*.png, bench/plots.py), and stop the cluster, even when a benchmark fails.
 
     python -m bench                              # everything, on a cluster of its own
     python -m bench --only latency,memory        # some of them
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import detection, memory, report, scale, verdict_latency, writes
+from bench import detection, memory, plots, report, scale, verdict_latency, writes
 from bench.common import CLUSTER_NAME, audit_log_path, cluster_down, cluster_up
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
     print(report.markdown(results))
     print(f"bench: raw results in {args.output}", file=sys.stderr)
+    for png in plots.write_plots(results, args.output):
+        print(f"bench: plot {png}", file=sys.stderr)
     return 1 if failed else 0
 
 

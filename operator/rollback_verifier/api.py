@@ -143,7 +143,11 @@ class Target(_Model):
     ] = None
     containers: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=63)]] | None,
-        Field(max_length=16, description="Containers to check. Default: every container of the pod template."),
+        Field(
+            max_length=16,
+            description="Containers to check. Default: the pod template's containers whose image repository "
+            "is the expected image's (sidecars are not judged).",
+        ),
     ] = None
 
     @model_validator(mode="after")

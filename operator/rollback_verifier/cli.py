@@ -1,7 +1,8 @@
 """The `rollback-verifier` command line.
 
-Exit codes everywhere: 0 success, 1 a failed verification or check, 2 bad usage or bad input.
-Each subcommand lives in its own module and registers itself with `add_parser(subparsers)`;
+Exit codes everywhere (EXIT_CODES_HELP): 0 success, 1 a failed verification or check, 2 bad usage or
+bad input, 3 the cluster could not be reached or read. Pipelines gate on them, so each means one
+thing. Each subcommand lives in its own module and registers itself with `add_parser(subparsers)`;
 its handler returns the exit code.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # module name -> the subcommands it registers; imported lazily so `crds` never loads kopf.
 SUBCOMMAND_MODULES = (
@@ -20,11 +21,21 @@ SUBCOMMAND_MODULES = (
     "rollback_verifier.lint_chart.command",
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CLUSTER = 0, 1, 2, 3
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 success (check: verified), 1 verification failed (lint-chart: a finding at --fail-on), "
+    "2 bad usage or bad input, 3 the cluster could not be reached or read "
+    "(unreachable, unusable kubeconfig, credentials refused, access denied)"
+)
 
 
 class UsageError(Exception):
     """Bad usage or bad input: printed as one line, exit code 2."""
+
+
+class ClusterError(Exception):
+    """The cluster could not be reached or read: printed as one line, exit code 3."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +46,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rollback-verifier", description="Proves that a GitOps rollback really happened.")
+    parser = _Parser(
+        prog="rollback-verifier", description="Proves that a GitOps rollback really happened.", epilog=EXIT_CODES_HELP
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in SUBCOMMAND_MODULES:
         try:
@@ -50,11 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command(f"rollback-verifier {args.command}", lambda: args.handler(args))
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """Run a command; its UsageError or ClusterError becomes one line on stderr and that error's exit code."""
     try:
-        code: int = args.handler(args)
+        return command()
     except UsageError as exc:
-        print(f"rollback-verifier {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ClusterError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_CLUSTER
     except KeyboardInterrupt:
         return 130
-    return code

@@ -62,7 +62,10 @@ class Detector:
         self._warned: set[str] = set()
 
     def check_configured(self, present: list[str], namespace: str) -> None:
-        """Say clearly, once, which configured Applications do not exist."""
+        """Say clearly, once, which configured Applications do not exist (only when detection is on:
+        otherwise the settings' Applications are not used)."""
+        if not self.settings.detection.enabled:
+            return
         for ns, name in self.watched:
             if ns == namespace and name not in present:
                 log.warning(

@@ -36,8 +36,32 @@ class OperatorConfig:
     """What `rollback-verifier run` was told; set before kopf starts."""
 
     settings: Settings = Settings()
+    api_client: Any = None  # kubernetes.client.ApiClient of --kubeconfig/--context (None: the usual lookup)
     metrics_port: int = 8080
     cache_dir: Path = Path("/var/cache/rollback-verifier")
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf talks to the cluster `run` connected to (--kubeconfig/--context), not to whatever its own
+    lookup finds. The same fields as kopf's login_via_client, read from our client's configuration."""
+    if OperatorConfig.api_client is None:
+        OperatorConfig.api_client = load_client_config()
+    cfg = OperatorConfig.api_client.configuration
+    # Read through the hook: exec/auth-provider and in-cluster tokens refresh there.
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    scheme, _space, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
 
 
 @kopf.on.startup()
@@ -64,8 +88,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
 
-    api_client = load_client_config()
-    kube = Kube(api_client)
+    kube = Kube(OperatorConfig.api_client or load_client_config())
     metrics = Metrics()
     cfg = OperatorConfig
     apps = application_watcher(kube, cfg.settings.argocdNamespace)
@@ -90,6 +113,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     caches = TargetCaches(kube, on_target_change)
     runner.caches = caches
     detector = Detector(kube, metrics, reader, cfg.settings, workers)
+    if cfg.settings.detection.enabled:
+        metrics.preset_detections(a.name for a in cfg.settings.detection.applications)
 
     def on_application(kind: str, name: str, app: dict[str, Any] | None) -> None:  # in the watch thread
         loop.call_soon_threadsafe(runner.nudge_application, apps.namespace, name, context=context)
@@ -155,4 +180,5 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def verification_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.metrics.objects.observe(type, body)
     memo.runner.observe(type, dict(body))

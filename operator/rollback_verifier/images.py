@@ -398,7 +398,8 @@ def image_from_values(values: Mapping[str, Any], key: str) -> ImageRef | None:
 
 
 def resolve_expected_image(target: Target, values: Mapping[str, Any] | None) -> ImageRef:
-    """The image `target`'s pods must run after the rollback.
+    """The image `target`'s pods must run after the rollback. Messages do not name the target:
+    the caller prefixes them (`target NAME: ...`), once.
 
     `target.image` beats `target.imageValues`; it must pin a tag or a digest
     (else `InvalidImageReference`, as when it does not parse).
@@ -419,17 +420,17 @@ def resolve_expected_image(target: Target, values: Mapping[str, Any] | None) -> 
         image = parse_image(target.image)
         if image.tag is None and image.digest is None:
             raise InvalidImageReference(
-                f"target {target.name}: image {_shown(target.image)} pins neither a tag nor a digest, "
+                f"image {_shown(target.image)} pins neither a tag nor a digest, "
                 "so there is nothing to verify (an untagged image is not read as :latest)"
             )
         return image
 
     keys = list(target.imageValues or [])
     if not keys:
-        raise InvalidImageValues(f"target {target.name} has neither image nor imageValues")
+        raise InvalidImageValues("neither image nor imageValues is set")
     tried = ", ".join(keys)
     if values is None:
-        raise InvalidImageValues(f"target {target.name}: the values are needed to read {tried}, but none were read")
+        raise InvalidImageValues(f"the values are needed to read {tried}, but none were read")
 
     found = [fields for key in keys if (fields := _image_fields(values, key)) is not None]
 
@@ -474,6 +475,15 @@ def template_image_matches(expected: ImageRef, actual: str) -> bool:
     if expected.tag is not None:
         return image.tag == expected.tag
     return image.tag is None and image.digest is None
+
+
+def same_repository(expected: ImageRef, actual: str) -> bool:
+    """Whether a container's `image` string names the expected image's repository (normalised,
+    whatever its tag or digest): how a target's containers are told from its sidecars."""
+    try:
+        return parse_image(actual).name == expected.name
+    except InvalidImageReference:
+        return False
 
 
 def digest_matches(expected: ImageRef, image_id: str) -> bool:

@@ -2,33 +2,122 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from rollback_verifier import GROUP, PLURAL, VERSION
+from rollback_verifier.cli import ClusterError, UsageError
 
 ARGO_GROUP, ARGO_VERSION, ARGO_PLURAL = "argoproj.io", "v1alpha1", "applications"
 # Client-side timeout of every plain request: a hung API server must not hang a verification.
 REQUEST_TIMEOUT = (5, 30)
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class Conflict(Exception):
     """The object changed since it was read (HTTP 409): re-read it and decide again."""
 
 
-def load_client_config() -> client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig ($KUBECONFIG)."""
+class KubeconfigError(Exception):
+    """No usable client configuration: no kubeconfig, a broken one, or an unknown context."""
+
+
+def load_client_config(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+    """The given kubeconfig/context; else in-cluster config when running in a pod, else the kubeconfig
+    ($KUBECONFIG or ~/.kube/config). Also becomes the client library's default configuration.
+    Raises KubeconfigError, saying what is wrong."""
     try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
+        if kubeconfig or context:
+            config.load_kube_config(config_file=kubeconfig, context=context)
+        else:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+    except (config.ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # A YAML that is not a kubeconfig surfaces as any of these from the client library.
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        detail = str(exc).strip() or type(exc).__name__
+        raise KubeconfigError(f"no usable kubeconfig ({where}): {detail}") from None
     cfg = client.Configuration.get_default_copy()
     cfg.connection_pool_maxsize = 16  # verifications write status concurrently
     return client.ApiClient(cfg)
+
+
+def connect(kubeconfig: str | None = None, context: str | None = None) -> Kube:
+    """A Kube for the CLI: a configuration problem is a ClusterError (one line, exit 3)."""
+    try:
+        return Kube(load_client_config(kubeconfig, context))
+    except KubeconfigError as exc:
+        raise ClusterError(str(exc)) from None
+
+
+def context_namespace(kubeconfig: str | None, context: str | None) -> str:
+    """The namespace kubectl would use: the context's, else the pod's own (in-cluster), else default."""
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+        namespace = ((chosen or {}).get("context") or {}).get("namespace")
+        if namespace:
+            return str(namespace)
+    except (config.ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    try:
+        return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+@contextmanager
+def cluster_errors(host: Callable[[], str]) -> Iterator[None]:
+    """Turn "cannot reach or read the cluster" into ClusterError (one line, exit 3); anything else,
+    a bug included, passes through unchanged."""
+    try:
+        yield
+    except (UsageError, ClusterError):
+        raise
+    except Exception as exc:
+        problem = cluster_problem(exc, host())
+        if problem is None:
+            raise
+        raise ClusterError(problem) from None
+
+
+def cluster_problem(exc: BaseException, host: str) -> str | None:
+    """One line saying why the cluster could not be reached or read, or None when `exc` is not that."""
+    if isinstance(exc, ApiException):
+        if exc.status == 401:
+            return (
+                f"the cluster at {host} refused the credentials (401 Unauthorized): "
+                "log in again or choose another --context"
+            )
+        if exc.status == 403:
+            return f"access denied (403 Forbidden): {_api_message(exc)}"
+        return f"the cluster at {host} answered {exc.status} {exc.reason}: {_api_message(exc)}"
+    if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+        reason = getattr(exc, "reason", None) or exc
+        return f"cannot reach the cluster at {host}: {reason} (is it up? --kubeconfig and --context choose another)"
+    return None
+
+
+def _api_message(exc: ApiException) -> str:
+    """The Status message the API server sent (it names the user, verb and resource), else the reason."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(exc.reason or "no message")
 
 
 class Kube:
@@ -84,11 +173,17 @@ class Kube:
             raise
         return obj
 
-    def list_verifications(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        result = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
-        )
-        return list(cast(dict[str, Any], result).get("items") or [])
+    def list_verifications(self, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
+        """RollbackVerifications of one namespace, or of all (None), optionally by label selector."""
+        if namespace is None:
+            found = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, PLURAL, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
+            )
+        else:
+            found = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
+            )
+        return list(cast(dict[str, Any], found).get("items") or [])
 
     def delete_verification(self, namespace: str, name: str, uid: str) -> None:
         """Delete that very object (a uid precondition: never a newer one of the same name); gone is fine."""
@@ -138,6 +233,15 @@ class Kube:
                 raise
 
     # -- reads -----------------------------------------------------------------------------------
+    def list_events(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+        """The Events about one object, oldest first."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        items = self.core.list_namespaced_event(
+            namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT
+        ).items
+        events = [self.api_client.sanitize_for_serialization(e) for e in items]
+        return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
     def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's `.data` as the API returns it (base64 values). Never logged, never in messages."""
         try:
@@ -145,6 +249,18 @@ class Kube:
         except ApiException as exc:
             raise LookupError(f"cannot read Secret {namespace}/{name} (HTTP {exc.status})") from None
         return {str(k): str(v) for k, v in (secret.data or {}).items()}
+
+    def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """An Argo CD Application, None when it does not exist."""
+        try:
+            obj = self.custom.get_namespaced_custom_object(
+                ARGO_GROUP, ARGO_VERSION, namespace, ARGO_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
 
     def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
         items = self.apps.list_namespaced_deployment(namespace, _request_timeout=REQUEST_TIMEOUT).items

@@ -412,6 +412,7 @@ class VerificationRunner:
             facts = ApplicationFacts(
                 health=application_health(app),
                 require_healthy=spec.requireApplicationHealthy,
+                name=f"{spec.application.namespace}/{spec.application.name}",
                 orphans=orphans_of(app, expectations.revision or spec.revision),
                 fail_on_orphans=spec.failOnOrphans,
                 operation_running=not from_hook and operation_running(app),

@@ -4,7 +4,9 @@ the most specific reason, a message, per-target status and conditions out. No I/
 Rules (api.md "When a verification succeeds"): every target rolled out with kubectl's rule, its pod
 template pins the expected image for each checked container, and its running pods show it under
 the digest policy; the Application is Healthy when required. A ProgressDeadlineExceeded fails at
-once; anything else still missing when the deadline passes fails with the most specific reason.
+once when the pod template already pins the expected images (the rollout TO the reverted state is
+stuck); anything else still missing when the deadline passes fails with the most specific reason.
+By default a target's checked containers are those running the expected image's repository.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from rollback_verifier.api import (
     Target,
     TargetStatus,
 )
-from rollback_verifier.images import ImageRef, digest_from_image_id, digest_matches, template_image_matches
+from rollback_verifier.images import (
+    ImageRef,
+    digest_from_image_id,
+    digest_matches,
+    same_repository,
+    template_image_matches,
+)
 from rollback_verifier.rollout import DeploymentView, PodView, evaluate_rollout, pods_of
 
 # When several things are wrong at the deadline, the reason is the first of these that applies:
@@ -76,6 +84,30 @@ def _observed(pods: Sequence[PodView], containers: Sequence[str]) -> dict[str, l
     return {c: sorted(v) for c, v in observed.items()}
 
 
+def default_containers(expected: ImageRef, d: DeploymentView) -> list[str]:
+    """The containers judged when a target names none: those running the expected image's repository
+    (a log shipper or an injected proxy is not what the values control). Init containers only by name."""
+    return [c for c, image in d.template_images.items() if same_repository(expected, image)]
+
+
+def _template_mismatch(t: Target, expected: ImageRef, d: DeploymentView, checked: Sequence[str]) -> str | None:
+    """Why the pod template does not pin the expected image in every checked container, or None."""
+    if not checked:
+        found = ", ".join(f"{c}={image}" for c, image in d.template_images.items()) or "none"
+        return (
+            f"{t.name}: no container of the pod template runs {expected.name} (containers: {found});"
+            " name the containers to check with `containers:`"
+        )
+    template = {**d.template_init_images, **d.template_images}
+    missing = [c for c in checked if c not in template]
+    if missing:
+        return f"{t.name}: no container {', '.join(missing)} in the pod template"
+    wrong = [c for c in checked if not template_image_matches(expected, template[c])]
+    if wrong:
+        return f"{t.name}: pod template runs {template[wrong[0]]} in {wrong[0]}, expected {expected}"
+    return None
+
+
 def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvaluation:
     t = inp.target
     where = f"{t.namespace}/{t.name}"
@@ -85,8 +117,7 @@ def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvalu
     if d is None:
         return TargetEvaluation(base, Reason.TARGET_NOT_FOUND, f"Deployment {where} not found")
 
-    checked = list(t.containers) if t.containers else list(d.template_images)
-    template = {**d.template_init_images, **d.template_images}
+    checked = list(t.containers) if t.containers else default_containers(expected, d)
     ready_pods = [p for p in pods_of(d, inp.pods) if p.ready]
     status = base.model_copy(
         update={
@@ -100,22 +131,15 @@ def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvalu
     )
     rollout = evaluate_rollout(d)
     status.rolloutComplete = rollout.complete
+    mismatch = _template_mismatch(t, expected, d, checked)
+    if mismatch is not None:
+        # A stuck rollout of another template (the release being rolled back FROM) is where a rollback
+        # starts: only a stuck rollout TO the expected images fails at once.
+        if rollout.failed:
+            mismatch += f" (its rollout {rollout.message}; waiting for the rollback to replace it)"
+        return _with_message(status, Reason.IMAGE_MISMATCH, mismatch)
     if rollout.failed:
         return _with_message(status, Reason.PROGRESS_DEADLINE_EXCEEDED, f"{t.name}: {rollout.message}")
-
-    missing = [c for c in checked if c not in template]
-    if missing:
-        return _with_message(
-            status, Reason.IMAGE_MISMATCH, f"{t.name}: no container {', '.join(missing)} in the pod template"
-        )
-    wrong = [c for c in checked if not template_image_matches(expected, template[c])]
-    if wrong:
-        c = wrong[0]
-        return _with_message(
-            status,
-            Reason.IMAGE_MISMATCH,
-            f"{t.name}: pod template runs {template[c]} in {c}, expected {expected}",
-        )
     if not rollout.complete:
         return _with_message(status, Reason.ROLLOUT_TIMEOUT, f"{t.name}: {rollout.message}")
 
@@ -175,8 +199,9 @@ def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvalu
     status.digestsVerified = verified_all and problem is None
     if problem is not None:
         return _with_message(status, problem, detail)
-    status.message = "; ".join(notes) or None
-    return TargetEvaluation(status, None, f"{t.name}: verified", tuple(dict.fromkeys(notes)))
+    unique_notes = tuple(dict.fromkeys(notes))  # every pod of a target reports the same caveat: say it once
+    status.message = "; ".join(unique_notes) or None
+    return TargetEvaluation(status, None, f"{t.name}: verified", unique_notes)
 
 
 def _with_message(status: TargetStatus, problem: Reason, detail: str) -> TargetEvaluation:
@@ -195,6 +220,7 @@ class ApplicationFacts:
     # Argo CD's sync operation is still running: its results (e.g. what it left behind) are not final yet.
     # Never set for a PostSync hook, which runs inside that very operation.
     operation_running: bool = False
+    name: str = ""  # namespace/name, for messages
 
 
 @dataclass(frozen=True)
@@ -231,7 +257,7 @@ def decide(
         app_detail = "Argo CD's sync operation is still running"
     elif application is not None and application.require_healthy and application.health != HEALTHY:
         app_problem = Reason.APPLICATION_UNHEALTHY
-        app_detail = f"the Application is {application.health or 'not found'}, not Healthy"
+        app_detail = f"the Application {application.name} is {application.health or 'not found'}, not Healthy"
     orphan_problem = bool(application and application.fail_on_orphans and orphans)
     if app_problem:
         problems.append(app_problem)
@@ -311,7 +337,7 @@ def _conditions(
                 "ApplicationHealthy",
                 healthy if application.require_healthy else application.health == HEALTHY,
                 "OperationRunning" if application.operation_running else application.health or "NotFound",
-                f"Application health: {application.health or 'not found'}"
+                f"Application {application.name} health: {application.health or 'not found'}"
                 + ("; its sync operation is still running" if application.operation_running else ""),
             )
         )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from rollback_verifier.api import RollbackVerificationStatus
 from tests.e2e.agents import expected, helm_deploy, images, merge
 from tests.e2e.support import Cluster
 
@@ -34,6 +37,8 @@ def test_check_waits_for_a_helm_rollback_and_exits_0(cluster: Cluster, namespace
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Succeeded (Verified): 2/2 Deployments run the reverted images (digests verified)" in proc.stdout
     assert f"{namespace}/agents-controllers" in proc.stdout
+    # The default targets are said, so that a user of another chart sees what to pass.
+    assert "targets: agents=controlPlane.image, agents-controllers=controllers.image,image" in proc.stderr
 
 
 def test_check_exits_1_when_the_controllers_were_not_reverted(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
@@ -75,3 +80,124 @@ def test_check_explicit_images_and_bad_usage(cluster: Cluster, namespace: str, t
         proc = check(cluster, *args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_check_output_json_has_the_fields_of_the_cr_status(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    values_a = tmp_path / "a.yaml"
+    values_a.write_text(yaml.safe_dump(images("A")))
+    helm_deploy(cluster, namespace, images("A"))
+    proc = check(cluster, "-n", namespace, "-f", str(values_a), "--timeout", "60", "--output", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    status = json.loads(proc.stdout)  # stdout is the document alone
+    assert RollbackVerificationStatus.model_validate(status)
+    assert (status["phase"], status["reason"], status["detectedBy"]) == ("Succeeded", "Verified", "Manual")
+    targets = {t["name"]: t for t in status["targets"]}
+    assert targets["agents-controllers"]["expectedImages"] == {"controllers": expected("A")}
+    assert targets["agents"]["digestsVerified"] and targets["agents"]["availableReplicas"] == 2
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    assert status["completedAt"] >= status["startedAt"]
+
+    as_yaml = check(cluster, "-n", namespace, "-f", str(values_a), "-o", "yaml")
+    assert as_yaml.returncode == 0 and yaml.safe_load(as_yaml.stdout)["phase"] == "Succeeded"
+
+
+def test_check_exits_0_every_time_under_load(cluster: Cluster, namespace: str) -> None:
+    """`check --timeout` starts watch threads; an exit while they run used to abort (SIGABRT, exit -6) after
+    "Succeeded" was printed, on a loaded machine. Many runs in a row, with the CPUs kept busy."""
+    helm_deploy(cluster, namespace, images("A"))
+    cluster.rollout_status(namespace, "agents")
+    burn = "import time\nend = time.monotonic() + 300\nwhile time.monotonic() < end: pass\n"
+    load = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 2)]
+    image = f"agents={expected('A', 'registry.example/lab/jangar-control-plane')}"
+    try:
+        for run in range(RUNS_UNDER_LOAD):
+            proc = check(cluster, "-n", namespace, "--target", "agents", "--image", image, "--timeout", "30")
+            assert proc.returncode == 0, (run, proc.returncode, proc.stdout, proc.stderr)
+            assert "Succeeded (Verified)" in proc.stdout, (run, proc.stdout)
+            assert "Fatal Python error" not in proc.stderr and "Traceback" not in proc.stderr, (run, proc.stderr)
+    finally:
+        for p in load:
+            p.kill()
+            p.wait()
+
+
+RUNS_UNDER_LOAD = 25
+
+
+def _kubeconfig_with_token(cluster: Cluster, token: str, path: Path) -> Path:
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": "limited", "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = "limited"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_check_denied_by_rbac_exits_3_with_one_line(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    cluster.kubectl("-n", namespace, "create", "serviceaccount", "nobody")
+    token = cluster.kubectl("-n", namespace, "create", "token", "nobody", "--duration=10m").stdout.strip()
+    kubeconfig = _kubeconfig_with_token(cluster, token, tmp_path / "kubeconfig")
+    image = f"agents={expected('A', 'registry.example/lab/jangar-control-plane')}"
+    proc = check(cluster, "-n", namespace, "--target", "agents", "--image", image, "--kubeconfig", str(kubeconfig))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert line.startswith("rollback-verifier check: error: access denied (403 Forbidden): ")
+    assert f"system:serviceaccount:{namespace}:nobody" in line and "deployments" in line
+
+
+def test_check_kubeconfig_and_context(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    helm_deploy(cluster, namespace, images("A"))
+    cluster.rollout_status(namespace, "agents")
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["contexts"][0]["name"] = "lab"
+    config["current-context"] = "missing"
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    image = f"agents={expected('A', 'registry.example/lab/jangar-control-plane')}"
+    args = ("-n", namespace, "--target", "agents", "--image", image, "--kubeconfig", str(kubeconfig))
+    ok = check(cluster, *args, "--context", "lab")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    without = check(cluster, *args)
+    assert without.returncode == 3 and "Traceback" not in without.stderr, without.stderr
+
+
+def test_check_application_reads_the_history_entry(cluster: Cluster, namespace: str) -> None:
+    """`check --application` on an Argo CD Application object (Argo CD's own CRD, created directly with a
+    status.history whose entries carry inline Helm values, as `argocd app rollback` leaves them)."""
+    crd = Path(os.environ.get("RV_BIN_DIR", "")) / "argocd-application-crd.yaml"
+    assert crd.is_file(), f"{crd} is missing: `make tools` puts Argo CD's Application CRD there"
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/applications.argoproj.io", "--timeout=60s")
+    entries = [
+        {"id": i, "revision": rev, "deployedAt": f"2026-12-01T0{i}:00:00Z", "source": _helm_source(values)}
+        for i, (rev, values) in enumerate([("a" * 40, images("A")), ("b" * 40, images("B")), ("a" * 40, images("A"))])
+    ]
+    app = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": "agents"},
+        "spec": {"project": "default", "destination": {"namespace": namespace}, "source": _helm_source(images("A"))},
+        "status": {"history": entries},
+    }
+    cluster.apply(json.dumps(app), namespace)
+    helm_deploy(cluster, namespace, images("A"))
+
+    args = ("-n", namespace, "--application", "agents", "--application-namespace", namespace, "--timeout", "60")
+    proc = check(cluster, *args, "-o", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    status = json.loads(proc.stdout)
+    assert (status["phase"], status["revision"]) == ("Succeeded", "a" * 40)
+    assert {t["name"]: t["expectedImages"] for t in status["targets"]}["agents-controllers"] == {
+        "controllers": expected("A")
+    }
+
+    older = check(cluster, *args[:-2], "--revision", "b" * 40)  # B's entry: the cluster runs A
+    assert older.returncode == 1 and "Failed (ImageMismatch)" in older.stdout, older.stdout + older.stderr
+
+    missing = check(cluster, "-n", namespace, "--application", "nope", "--application-namespace", namespace)
+    assert missing.returncode == 2 and f"Application {namespace}/nope not found" in missing.stderr
+
+
+def _helm_source(values: dict[str, object]) -> dict[str, object]:
+    return {"repoURL": "https://git.example/gitops.git", "path": "charts/agents", "helm": {"valuesObject": values}}

@@ -21,6 +21,7 @@ from rollback_verifier.images import (
     image_from_values,
     parse_image,
     resolve_expected_image,
+    same_repository,
     template_image_matches,
 )
 
@@ -559,7 +560,8 @@ def test_values_needed_but_absent() -> None:
     with pytest.raises(InvalidImageValues) as caught:
         resolve_expected_image(CONTROLLERS, None)
     message = str(caught.value)
-    assert "agents-controllers" in message
+    # The caller names the target (`target agents-controllers: ...`), once: the message itself does not.
+    assert "agents-controllers" not in message
     assert "controllers.image, image" in message
     assert "none were read" in message
 
@@ -597,7 +599,7 @@ def test_explicit_image_must_parse_and_pin_something() -> None:
 def test_a_target_without_image_or_image_values() -> None:
     # The API model refuses such a target; a hand-built one still gets a clear error.
     target = Target.model_construct(name="odd", image=None, imageValues=None, containers=None, namespace=None)
-    with pytest.raises(InvalidImageValues, match="target odd has neither image nor imageValues"):
+    with pytest.raises(InvalidImageValues, match=r"^neither image nor imageValues is set$"):
         resolve_expected_image(target, {})
 
 
@@ -671,3 +673,13 @@ def test_familiar_form_reads_back_as_the_same_image(ref: str, familiar: str) -> 
     image = parse_image(ref)
     assert image.familiar() == familiar
     assert parse_image(familiar) == image
+
+
+def test_same_repository_tells_containers_from_sidecars() -> None:
+    expected = parse_image(f"registry.example/lab/jangar:1@{DIGEST_B}")
+    assert same_repository(expected, "registry.example/lab/jangar:2")
+    assert same_repository(expected, f"registry.example/lab/jangar@{DIGEST_B}")
+    assert not same_repository(expected, "registry.example/lab/log-shipper:3.0")
+    assert not same_repository(expected, "registry.example/lab/jangar-control-plane:1")
+    assert same_repository(parse_image("nginx:1.25"), "docker.io/library/nginx:1.27")
+    assert not same_repository(expected, "NOT AN IMAGE")

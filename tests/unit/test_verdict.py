@@ -67,6 +67,26 @@ def test_progress_deadline_exceeded_is_its_own_reason() -> None:
     assert e.problem == Reason.PROGRESS_DEADLINE_EXCEEDED
 
 
+def test_progress_deadline_exceeded_of_the_expected_template_fails_at_once() -> None:
+    stuck = deployment(progressing_reason="ProgressDeadlineExceeded", updated=1, available=1)
+    v = decide([inp(stuck)], "Auto", None, deadline_passed=False)
+    assert (v.phase, v.reason) == (Phase.FAILED, Reason.PROGRESS_DEADLINE_EXCEEDED)
+
+
+def test_progress_deadline_exceeded_of_the_release_rolled_back_from_keeps_waiting() -> None:
+    # Release B is stuck; the verification for A starts before the undo: that PDE is B's, not A's.
+    stuck_b = deployment(images={"app": IMAGE_B}, progressing_reason="ProgressDeadlineExceeded", updated=1)
+    waiting = decide([inp(stuck_b, [pod("old-a")])], "Auto", None, deadline_passed=False)
+    assert waiting.phase == Phase.RUNNING
+    assert f"pod template runs {IMAGE_B}" in waiting.message and "exceeded its progress deadline" in waiting.message
+    assert "waiting for the rollback to replace it" in waiting.message
+    at_deadline = decide([inp(stuck_b, [pod("old-a")])], "Auto", None, deadline_passed=True)
+    assert (at_deadline.phase, at_deadline.reason) == (Phase.FAILED, Reason.IMAGE_MISMATCH)
+    # After the undo the template pins A again: the controller has not yet replaced B's condition.
+    undone = deployment(progressing_reason="ProgressDeadlineExceeded", generation=3, observed=2)
+    assert decide([inp(undone)], "Auto", None, deadline_passed=False).phase == Phase.RUNNING
+
+
 def test_a_ready_old_pod_still_running_the_previous_image_is_a_mismatch() -> None:
     pods = [pod("new"), pod("old", images={"app": IMAGE_B})]
     e = evaluate_target(inp(pods=pods), "Auto")
@@ -93,6 +113,17 @@ def test_a_runtime_reporting_the_platform_digest_of_the_pinned_index(policy: str
         assert e.problem == Reason.DIGEST_MISMATCH and DIGEST_PLATFORM in e.detail
     if policy == "Auto":
         assert any("multi-arch index" in n for n in e.notes)
+
+
+def test_the_auto_digest_note_is_said_once_not_once_per_pod() -> None:
+    platform = {"app": f"docker-pullable://registry.example/lab/jangar@{DIGEST_PLATFORM}"}
+    pods = [pod(f"p{i}", image_ids=platform) for i in range(5)]
+    dep = deployment(replicas=5, updated=5, total=5, available=5)
+    e = evaluate_target(inp(dep, pods), "Auto")
+    assert e.ok and len(e.notes) == 1
+    assert e.status.message is not None and e.status.message.count("multi-arch index") == 1
+    v = decide([inp(dep, pods)], "Auto", None, deadline_passed=False)
+    assert v.message.count("multi-arch index") == 1
 
 
 def test_a_pod_that_has_not_reported_its_digest_yet_is_pending_under_strict_and_auto() -> None:
@@ -123,10 +154,45 @@ def test_zero_replicas_passes_on_the_template_alone() -> None:
     assert any("0 replicas" in n for n in e.notes)
 
 
-def test_multi_container_pods_check_every_container_by_default() -> None:
-    images = {"app": IMAGE_A, "sidecar": IMAGE_B}
+def test_every_container_of_the_expected_repository_is_checked_by_default() -> None:
+    images = {"app": IMAGE_A, "worker": IMAGE_B}  # the same repository: both are the values' image
     e = evaluate_target(inp(deployment(images=images), [pod("p", images=images)]), "Auto")
-    assert e.problem == Reason.IMAGE_MISMATCH and "sidecar" in e.detail
+    assert e.problem == Reason.IMAGE_MISMATCH and "worker" in e.detail
+
+
+LOG_SHIPPER = "registry.example/lab/log-shipper:3.0@sha256:" + "d" * 64
+
+
+def test_a_sidecar_of_another_image_is_not_judged_by_default() -> None:
+    images = {"app": IMAGE_A, "log-shipper": LOG_SHIPPER}
+    pods = [pod("p1", images=images), pod("p2", images=images)]
+    e = evaluate_target(inp(deployment(images=images), pods), "Strict")
+    assert e.ok, e.detail
+    assert set(e.status.expectedImages) == {"app"} and set(e.status.observedImages) == {"app"}
+    assert e.status.digestsVerified
+
+
+def test_no_container_of_the_expected_repository_names_what_it_found_and_suggests_containers() -> None:
+    images = {"log-shipper": LOG_SHIPPER, "proxy": "registry.example/mesh/proxy:1.0"}
+    e = evaluate_target(inp(deployment(images=images), [pod("p", images=images)]), "Auto")
+    assert e.problem == Reason.IMAGE_MISMATCH
+    assert "no container of the pod template runs registry.example/lab/jangar" in e.detail
+    assert f"log-shipper={LOG_SHIPPER}" in e.detail and "proxy=registry.example/mesh/proxy:1.0" in e.detail
+    assert "`containers:`" in e.detail
+    assert not decide([inp(deployment(images=images))], "Auto", None, deadline_passed=False).final
+    failed = decide([inp(deployment(images=images))], "Auto", None, deadline_passed=True)
+    assert (failed.phase, failed.reason) == (Phase.FAILED, Reason.IMAGE_MISMATCH)
+
+
+def test_injected_sidecars_and_init_containers_keep_passing() -> None:
+    # A mesh proxy injected into the pods (not in the template) and an init container of another image.
+    init = {"wait-for-db": "registry.example/tools/wait:1"}
+    dep = deployment(init_images=init)
+    injected = {"app": IMAGE_A, "istio-proxy": "docker.io/istio/proxyv2:1.22"}
+    pods = [pod(f"p{i}", images=injected, init_images=init) for i in (1, 2)]
+    e = evaluate_target(TargetInput(TARGET, EXPECTED_A, deployment_view(dep), [pod_view(p) for p in pods]), "Strict")
+    assert e.ok, e.detail
+    assert set(e.status.expectedImages) == {"app"}
 
 
 def test_containers_narrow_the_check_and_may_name_init_containers() -> None:
@@ -211,9 +277,13 @@ def test_an_unhealthy_application_blocks_success_when_required() -> None:
     assert decide([inp()], "Auto", relaxed, deadline_passed=True).phase == Phase.SUCCEEDED
 
 
-def test_a_missing_application_is_unhealthy() -> None:
-    v = decide([inp()], "Auto", ApplicationFacts(health=None, require_healthy=True), deadline_passed=True)
-    assert v.reason == Reason.APPLICATION_UNHEALTHY and "not found" in v.message
+def test_a_missing_application_is_unhealthy_and_named() -> None:
+    facts = ApplicationFacts(health=None, require_healthy=True, name="argocd/agents")
+    v = decide([inp()], "Auto", facts, deadline_passed=True)
+    assert v.reason == Reason.APPLICATION_UNHEALTHY
+    assert "the Application argocd/agents is not found, not Healthy" in v.message
+    healthy = next(c for c in v.conditions if c.type == "ApplicationHealthy")
+    assert healthy.message == "Application argocd/agents health: not found"
 
 
 def test_orphans_are_reported_and_fail_only_when_asked() -> None:

@@ -1,12 +1,15 @@
 """`rollback-verifier check`: a one-shot verification for emergency rollbacks done outside GitOps
-(e.g. `helm rollback`). Same core as the operator; no CRD needed. Exit 0 verified, 1 failed, 2 usage.
+(e.g. `helm rollback`), or of an Argo CD Application's last rollback. Same core as the operator; no
+CRD needed. Exit codes: cli.EXIT_CODES_HELP.
 """
 
 from __future__ import annotations
 
 import argparse
-import queue
+import json
+import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -15,18 +18,40 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from rollback_verifier.api import DEFAULT_TARGETS, DigestPolicy, Phase, Target
-from rollback_verifier.cli import EXIT_FAILED, EXIT_OK, UsageError
+from rollback_verifier.api import (
+    DEFAULT_TARGETS,
+    ApplicationRef,
+    DetectedBy,
+    DigestPolicy,
+    GitValuesSource,
+    Phase,
+    RollbackVerificationSpec,
+    RollbackVerificationStatus,
+    Target,
+    ValuesFrom,
+)
+from rollback_verifier.cli import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, UsageError
 from rollback_verifier.images import ImageRef, InvalidImageReference, InvalidImageValues, resolve_expected_image
 from rollback_verifier.rollout import deployment_view, pod_view
-from rollback_verifier.verdict import TargetInput, Verdict, decide
+from rollback_verifier.verdict import TargetInput, Verdict, decide, merge_conditions
+
+OUTPUTS = ("table", "json", "yaml")
+
+
+def _default_targets_text() -> str:
+    return ", ".join(f"{t.name}={','.join(t.imageValues or ())}" for t in DEFAULT_TARGETS)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "check",
-        help="verify live Deployments once (or until --timeout) against a values file or explicit images",
-        description="Exit codes: 0 verified, 1 verification failed, 2 bad usage or bad input.",
+        help="verify live Deployments once (or until --timeout) against a values file, explicit images "
+        "or an Argo CD Application's history entry",
+        description="Verify that the target Deployments run the images the reverted values pin. "
+        f"Without --target the targets are the agents chart's: {_default_targets_text()} "
+        "(the Deployment name, then the values keys of its image, first set wins); "
+        "for another chart pass --target.",
+        epilog=EXIT_CODES_HELP,
     )
     p.add_argument("--namespace", "-n", required=True, help="namespace of the target Deployments")
     p.add_argument(
@@ -34,9 +59,32 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="append",
         metavar="NAME[=KEY,KEY...]",
         help="a Deployment and the values keys of its image, e.g. agents-controllers=controllers.image,image "
-        "(repeatable; default: the agents and agents-controllers Deployments)",
+        f"(repeatable; default: {_default_targets_text()})",
     )
-    p.add_argument("--values", "-f", type=Path, help="the reverted Helm values file")
+    p.add_argument(
+        "--containers",
+        action="append",
+        metavar="NAME=C1[,C2...]",
+        help="the containers of target NAME to check (repeatable; default: those running the expected image's "
+        "repository, so sidecars are not judged)",
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--values", "-f", type=Path, help="the reverted Helm values file")
+    source.add_argument(
+        "--application",
+        metavar="NAME",
+        help="read the expected images from this Argo CD Application's newest history entry (or --revision's): "
+        "its inline Helm values, or with --values-path the values file in its source repository",
+    )
+    p.add_argument("--application-namespace", default="argocd", metavar="NS", help="default: argocd")
+    p.add_argument("--revision", help="with --application: the history entry of this revision (default: the newest)")
+    p.add_argument(
+        "--values-path",
+        metavar="PATH",
+        help="with --application: the values file in the Application's source repository, read with your git "
+        "at the entry's revision",
+    )
+    p.add_argument("--repo-url", help="with --values-path: another repository than the Application's source")
     p.add_argument(
         "--image", action="append", metavar="NAME=IMAGE", help="an explicit expected image for a target (repeatable)"
     )
@@ -44,17 +92,28 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--timeout", type=float, default=0, help="seconds to wait for the rollouts (default 0: evaluate once)"
     )
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
+    p.add_argument("--output", "-o", choices=OUTPUTS, default="table", help="json/yaml: the fields of the CR status")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: the current context)")
     p.set_defaults(handler=_run)
 
 
+def _pairs(items: list[str] | None, option: str, form: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"{option} {item!r}: expected {form}")
+        out[name] = value
+    return out
+
+
 def parse_targets(args: argparse.Namespace) -> list[Target]:
-    explicit: dict[str, str] = {}
-    for item in args.image or ():
-        name, sep, image = item.partition("=")
-        if not sep or not name or not image:
-            raise UsageError(f"--image {item!r}: expected NAME=IMAGE")
-        explicit[name] = image
+    explicit = _pairs(args.image, "--image", "NAME=IMAGE")
+    containers = {
+        name: [c for c in value.split(",") if c]
+        for name, value in _pairs(args.containers, "--containers", "NAME=C1[,C2...]").items()
+    }
     targets: list[Target] = []
     try:
         if args.target:
@@ -62,18 +121,33 @@ def parse_targets(args: argparse.Namespace) -> list[Target]:
                 name, _, keys = item.partition("=")
                 image_values = [k for k in keys.split(",") if k] or None
                 targets.append(
-                    Target(name=name, namespace=args.namespace, imageValues=image_values, image=explicit.get(name))
+                    Target(
+                        name=name,
+                        namespace=args.namespace,
+                        imageValues=image_values,
+                        image=explicit.get(name),
+                        containers=containers.get(name),
+                    )
                 )
         else:
             targets = [
-                t.model_copy(update={"namespace": args.namespace, "image": explicit.get(t.name)})
+                Target.model_validate(
+                    {
+                        **t.model_dump(exclude_none=True),
+                        "namespace": args.namespace,
+                        "image": explicit.get(t.name),
+                        "containers": containers.get(t.name),
+                    }
+                )
                 for t in DEFAULT_TARGETS
             ]
     except ValidationError as exc:
         raise UsageError(f"--target: {exc.errors()[0]['msg']}") from exc
-    unknown = set(explicit) - {t.name for t in targets}
-    if unknown:
-        raise UsageError(f"--image names no target: {', '.join(sorted(unknown))}")
+    names = {t.name for t in targets}
+    for option, given in (("--image", explicit), ("--containers", containers)):
+        unknown = set(given) - names
+        if unknown:
+            raise UsageError(f"{option} names no target: {', '.join(sorted(unknown))}")
     return targets
 
 
@@ -95,12 +169,50 @@ def expected_images(targets: list[Target], values: dict[str, Any] | None) -> dic
     out = {}
     for t in targets:
         if t.image is None and values is None:
-            raise UsageError(f"target {t.name}: give --values or --image {t.name}=IMAGE")
+            raise UsageError(f"target {t.name}: give --values, --application or --image {t.name}=IMAGE")
         try:
             out[t.name] = resolve_expected_image(t, values)
         except (InvalidImageReference, InvalidImageValues) as exc:
             raise UsageError(f"target {t.name}: {exc}") from exc
     return out
+
+
+def application_expectations(
+    args: argparse.Namespace, targets: list[Target], application: dict[str, Any] | None
+) -> tuple[dict[str, ImageRef], str | None]:
+    """Expected images (and the revision) from the Application's history entry, with the operator's own
+    resolution: the entry's inline Helm values, or the values file in git at the entry's revision."""
+    from rollback_verifier.expectations import ExpectationError, resolve_expectations
+    from rollback_verifier.values_source import GitValuesReader
+
+    where = f"{args.application_namespace}/{args.application}"
+    if application is None:
+        raise UsageError(f"Application {where} not found")
+    values_from = None
+    if args.values_path:
+        values_from = ValuesFrom(git=GitValuesSource(repoURL=args.repo_url, path=args.values_path))
+    try:
+        spec = RollbackVerificationSpec(
+            application=ApplicationRef(name=args.application, namespace=args.application_namespace),
+            revision=args.revision,
+            valuesFrom=values_from,
+            targets=targets,
+        )
+    except ValidationError as exc:
+        raise UsageError(exc.errors()[0]["msg"]) from exc
+    with tempfile.TemporaryDirectory(prefix="rollback-verifier-") as cache:
+        try:
+            found = resolve_expectations(
+                spec,
+                targets,
+                application=application,
+                reader=GitValuesReader(Path(cache)) if values_from else None,
+                read_secret=None,
+            )
+        except ExpectationError as exc:
+            hint = "" if values_from else "; with valueFiles in git, pass --values-path PATH"
+            raise UsageError(f"Application {where}: {exc.message}{hint}") from exc
+    return {name: image for (_, name), image in found.images.items()}, found.revision
 
 
 def evaluate(
@@ -115,6 +227,29 @@ def evaluate(
         deployments, pods = by_ns[t.namespace or ""]
         inputs.append(TargetInput(t, expected[t.name], deployments.get(t.name), pods))
     return decide(inputs, policy, None, deadline_passed)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def status_document(verdict: Verdict, started: float, completed: float, revision: str | None) -> dict[str, Any]:
+    """The verdict as a RollbackVerification's status would hold it (for --output json|yaml)."""
+    status = RollbackVerificationStatus(
+        phase=verdict.phase,
+        reason=verdict.reason,
+        message=verdict.message,
+        detectedBy=DetectedBy.MANUAL,
+        revision=revision,
+        shortRevision=revision[:8] if revision else None,
+        startedAt=_iso(started),
+        completedAt=_iso(completed) if verdict.final else None,
+        durationSeconds=round(completed - started, 1) if verdict.final else None,
+        targets=verdict.targets,
+        orphanedResources=verdict.orphans,
+        conditions=merge_conditions([], verdict.conditions, _iso(completed)),
+    )
+    return status.model_dump(mode="json", exclude_none=True)
 
 
 def print_table(verdict: Verdict, out: Any = sys.stdout) -> None:
@@ -139,62 +274,128 @@ def print_table(verdict: Verdict, out: Any = sys.stdout) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.timeout < 0:
         raise UsageError("--timeout must be >= 0")
+    if (args.values_path or args.revision or args.repo_url) and not args.application:
+        raise UsageError("--revision, --values-path and --repo-url go with --application")
+    if args.repo_url and not args.values_path:
+        raise UsageError("--repo-url goes with --values-path")
     targets = parse_targets(args)
+    if not args.target and args.output == "table":
+        print(
+            f"targets: {_default_targets_text()} (the agents chart's; --target NAME=KEY,... for another chart)",
+            file=sys.stderr,
+        )
     values = load_values(args.values)
-    expected = expected_images(targets, values)
+    # Bad input is found before the cluster is asked anything.
+    if args.application:
+        expected = expected_images([t for t in targets if t.image is not None], None)
+    else:
+        expected = expected_images(targets, values)
 
-    from kubernetes import config
+    from rollback_verifier.kube import cluster_errors, connect
 
-    from rollback_verifier.kube import Kube, load_client_config
-
-    try:
-        if args.kubeconfig:
-            config.load_kube_config(config_file=args.kubeconfig)
-            from kubernetes import client
-
-            kube = Kube(client.ApiClient())
+    kube = connect(args.kubeconfig, args.context)
+    started = time.time()
+    revision = args.revision
+    with cluster_errors(lambda: str(kube.api_client.configuration.host)):
+        if args.application:
+            application = kube.get_application(args.application_namespace, args.application)
+            from_history, revision = application_expectations(args, targets, application)
+            expected = {**from_history, **expected}  # an explicit --image beats the values
+        feed = ChangeFeed(kube, {t.namespace or "" for t in targets}, args.timeout) if args.timeout else None
+        try:
+            verdict = _verify(kube, targets, expected, args, feed)
+        finally:
+            streams_ended = feed.close() if feed is not None else True
+    completed = time.time()
+    if args.output == "table":
+        print_table(verdict)
+    else:
+        document = status_document(verdict, started, completed, revision)
+        if args.output == "json":
+            print(json.dumps(document, indent=2))
         else:
-            kube = Kube(load_client_config())
-    except (config.ConfigException, OSError) as exc:
-        raise UsageError(f"no cluster to talk to: {exc}") from exc
+            print(yaml.safe_dump(document, sort_keys=False), end="")
+    code = EXIT_OK if verdict.phase == Phase.SUCCEEDED else EXIT_FAILED
+    if not streams_ended:
+        # A watch thread that would not stop: leave without finalizing the interpreter, whose teardown
+        # such a thread can abort (SIGABRT after the verdict was printed).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
+
+def _verify(
+    kube: Any, targets: list[Target], expected: dict[str, ImageRef], args: argparse.Namespace, feed: ChangeFeed | None
+) -> Verdict:
+    """Evaluate now, and with a feed again on every Deployment or Pod change until final or the deadline."""
     deadline = time.monotonic() + args.timeout
-    changes = _watch_changes(kube, {t.namespace or "" for t in targets}, args.timeout) if args.timeout else None
     while True:
-        verdict = evaluate(kube, targets, expected, args.digest_policy, deadline_passed=time.monotonic() >= deadline)
-        if verdict.final:
-            break
-        remaining = deadline - time.monotonic()
-        if changes is not None and remaining > 0:
-            try:  # sleep until a Deployment or Pod changes (watch events), or the deadline
-                changes.get(timeout=remaining)
-                while not changes.empty():
-                    changes.get_nowait()
-            except queue.Empty:
-                pass
-    print_table(verdict)
-    return EXIT_OK if verdict.phase == Phase.SUCCEEDED else EXIT_FAILED
+        verdict = evaluate(kube, targets, expected, args.digest_policy, time.monotonic() >= deadline)
+        if verdict.final or feed is None:
+            return verdict
+        feed.wait(deadline - time.monotonic())
 
 
-def _watch_changes(kube: Any, namespaces: set[str], timeout: float) -> queue.Queue[str]:
-    """Watch Deployments and Pods of the namespaces in daemon threads; each event lands in the queue."""
-    from kubernetes import watch
+class ChangeFeed:
+    """Watches the Deployments and Pods of some namespaces (one stream per thread) and wakes `wait` at
+    any event. `close` ends every stream and joins its thread: no thread of ours may still run while
+    the interpreter finalizes, where a daemon thread writing or raising can abort the process
+    (SIGABRT) after the verdict was printed."""
 
-    changes: queue.Queue[str] = queue.Queue()
-
-    def pump(list_fn: Any, ns: str) -> None:
+    def __init__(self, kube: Any, namespaces: set[str], timeout: float) -> None:
+        self._changed = threading.Event()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._responses: set[Any] = set()
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                for _ in watch.Watch().stream(
-                    list_fn, ns, timeout_seconds=max(1, int(end - time.monotonic())), _request_timeout=(5, timeout + 30)
-                ):
-                    changes.put(ns)
-            except Exception:  # a broken stream: say "something may have changed" and watch again
-                changes.put(ns)
-                time.sleep(1)
+        self._threads = [
+            threading.Thread(target=self._pump, args=(fn, ns, end), daemon=True, name=f"watch {ns}")
+            for ns in sorted(namespaces)
+            for fn in (kube.apps.list_namespaced_deployment, kube.core.list_namespaced_pod)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    for ns in namespaces:
-        for fn in (kube.apps.list_namespaced_deployment, kube.core.list_namespaced_pod):
-            threading.Thread(target=pump, args=(fn, ns), daemon=True).start()
-    return changes
+    def wait(self, timeout: float) -> None:
+        if timeout > 0 and self._changed.wait(timeout):
+            self._changed.clear()
+
+    def _pump(self, list_fn: Any, namespace: str, end: float) -> None:
+        while not self._closed.is_set() and (remaining := end - time.monotonic()) > 0:
+            try:
+                response = list_fn(
+                    namespace,
+                    watch=True,
+                    timeout_seconds=max(1, int(remaining)),
+                    _preload_content=False,
+                    _request_timeout=(5, remaining + 30),
+                )
+            except Exception:  # the main loop's own reads report cluster errors
+                self._changed.set()
+                self._closed.wait(1)
+                continue
+            with self._lock:
+                self._responses.add(response)
+            try:
+                if not self._closed.is_set():
+                    for _ in response.stream(amt=None, decode_content=False):
+                        self._changed.set()  # any event: evaluate again (the evaluation re-reads)
+            except Exception:  # a broken stream: something may have changed; watch again
+                self._changed.set()
+                self._closed.wait(1)
+            finally:
+                with self._lock:
+                    self._responses.discard(response)
+                response.release_conn()
+
+    def close(self, join_timeout: float = 8) -> bool:
+        """End the streams and join the threads; False if a thread is still running after join_timeout."""
+        self._closed.set()
+        with self._lock:
+            for response in self._responses:
+                response.shutdown()  # unblocks a read in another thread (urllib3 >= 2.3)
+        end = time.monotonic() + join_timeout
+        for thread in self._threads:
+            thread.join(max(0, end - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)

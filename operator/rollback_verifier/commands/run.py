@@ -7,8 +7,9 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-from rollback_verifier.cli import UsageError
+from rollback_verifier.cli import EXIT_CODES_HELP, ClusterError, UsageError
 from rollback_verifier.settings import SettingsError, load_settings
 
 
@@ -24,6 +25,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--cache-dir", type=Path, default=Path("/var/cache/rollback-verifier"), help="git cache folder")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: the current context)")
+    p.epilog = (
+        EXIT_CODES_HELP + ". At start the operator exits 3 when it has no usable kubeconfig or cannot reach the "
+        "cluster (a crash loop says more than a silent retry)"
+    )
     p.set_defaults(handler=_run)
 
 
@@ -61,11 +68,13 @@ def _run(args: argparse.Namespace) -> int:
     if not 0 < args.metrics_port < 65536:
         raise UsageError(f"--metrics-port {args.metrics_port} is not a port number")
     _configure_logging(args.log_format, args.log_level)
+    api_client = _connect(args.kubeconfig, args.context)
 
     import kopf  # imported here: `crds` and `check` never pay for kopf
 
     from rollback_verifier import handlers
 
+    handlers.OperatorConfig.api_client = api_client
     handlers.OperatorConfig.settings = settings
     handlers.OperatorConfig.metrics_port = args.metrics_port
     handlers.OperatorConfig.cache_dir = args.cache_dir
@@ -75,3 +84,24 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=args.namespace or (),
     )
     return 0
+
+
+def _connect(kubeconfig: str | None, context: str | None) -> Any:
+    """The API client of the given (or the usual) configuration, once the cluster answered: without a
+    kubeconfig or a reachable cluster the operator exits with one line instead of retrying silently."""
+    from kubernetes import client
+
+    from rollback_verifier.kube import REQUEST_TIMEOUT, KubeconfigError, cluster_problem, load_client_config
+
+    try:
+        api_client = load_client_config(kubeconfig, context)
+    except KubeconfigError as exc:
+        raise ClusterError(f"{exc}; in a pod the ServiceAccount token is used, elsewhere pass --kubeconfig") from None
+    try:
+        client.VersionApi(api_client).get_code(_request_timeout=REQUEST_TIMEOUT)
+    except Exception as exc:
+        problem = cluster_problem(exc, str(api_client.configuration.host))
+        if problem is None:
+            raise
+        raise ClusterError(problem) from None
+    return api_client

@@ -12,6 +12,8 @@ render (helm's error on one line).
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -146,5 +148,15 @@ def run(args: argparse.Namespace) -> int:
     if args.output == "json":
         sys.stdout.write(report.as_json(findings, fail_on, old=old_label, new=new_label))
     else:
-        sys.stdout.write(report.table(findings, fail_on, old=old_text, new=str(new_chart)))
+        sys.stdout.write(report.table(findings, fail_on, old=old_text, new=str(new_chart), width=_terminal_width()))
     return EXIT_FAILED if rules.failing(findings, fail_on) else EXIT_OK
+
+
+def _terminal_width() -> int | None:
+    """$COLUMNS, else the terminal's width; None (no wrapping) when the output is not a terminal."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None

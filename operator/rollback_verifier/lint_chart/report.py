@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,22 +32,32 @@ def summary_line(findings: Sequence[Finding], fail_on: Risk) -> str:
     return f"{head}; none at or above {fail_on.label}: OK (exit 0)"
 
 
-def table(findings: Sequence[Finding], fail_on: Risk, *, old: str, new: str) -> str:
+MIN_MESSAGE_WIDTH = 40  # below this, a narrow terminal gets long lines rather than one word per line
+
+
+def table(findings: Sequence[Finding], fail_on: Risk, *, old: str, new: str, width: int | None = None) -> str:
+    """Aligned columns; with `width` (the terminal's), messages and mitigations wrap under their column."""
     lines = [f"lint-chart: {old} -> {new}", ""]
     if findings:
         rows = [(f.risk.label, f.rule, f.resource, f.message) for f in findings]
         widths = [max(len(row[i]) for row in [_HEADERS, *rows]) for i in range(3)]
         indent = " " * (sum(widths) + 2 * 3)
+        message_width = max(MIN_MESSAGE_WIDTH, width - len(indent)) if width else None
 
-        def line(cells: Sequence[str]) -> str:
-            return "  ".join(cell.ljust(width) for cell, width in zip(cells[:3], widths, strict=True)) + (
-                "  " + cells[3]
-            )
+        def wrapped(text: str) -> list[str]:
+            if message_width is None:
+                return [text]
+            return textwrap.wrap(text, message_width, break_on_hyphens=False, break_long_words=False) or [""]
 
-        lines.append(line(_HEADERS))
+        def row_lines(cells: Sequence[str]) -> list[str]:
+            first, *rest = wrapped(cells[3])
+            head = "  ".join(cell.ljust(w) for cell, w in zip(cells[:3], widths, strict=True))
+            return [f"{head}  {first}".rstrip(), *(indent + more for more in rest)]
+
+        lines += row_lines(_HEADERS)
         for finding, row in zip(findings, rows, strict=True):
-            lines.append(line(row))
-            lines.append(f"{indent}mitigation: {finding.mitigation}")
+            lines += row_lines(row)
+            lines += [indent + part for part in wrapped(f"mitigation: {finding.mitigation}")]
         lines.append("")
     else:
         lines += ["No changes that matter for a rollback.", ""]

@@ -135,6 +135,28 @@ def test_table_is_aligned_with_mitigations_and_summary() -> None:
     assert lines[-1] == "2 findings (1 high, 1 info); 1 at or above high: FAIL (exit 1)"
 
 
+def test_table_wraps_messages_and_mitigations_to_the_terminal_width() -> None:
+    long = Finding(
+        "resource-renamed",
+        Risk.HIGH,
+        "Deployment default/web",
+        "renamed from web to webs: " + "it breaks " * 40,
+        "Avoid renames; " + "ship both names " * 20,
+        1,
+        2,
+    )
+    text = report.table([long], Risk.HIGH, old="old", new="new", width=100)
+    lines = text.splitlines()
+    message_column = lines[2].index("MESSAGE")
+    body = lines[3:-2]
+    assert len(body) > 4 and all(len(line) <= 100 for line in body), body
+    assert all(line[:message_column].strip() == "" for line in body[1:])  # continuations stay in the column
+    assert " ".join(" ".join(line[message_column:] for line in body).split()).startswith("renamed from web to webs")
+    assert any(line[message_column:].startswith("mitigation: Avoid renames") for line in body)
+    unwrapped = report.table([long], Risk.HIGH, old="old", new="new").splitlines()
+    assert len(unwrapped[3]) > 400  # no width (not a terminal): one line per message, as before
+
+
 def test_table_without_findings() -> None:
     text = report.table([], Risk.HIGH, old="a", new="b")
     assert "No changes that matter for a rollback." in text
