@@ -58,6 +58,8 @@ HOOK_ANNOTATION = "argocd.argoproj.io/hook"
 # when nothing at all happens.
 MAX_BACKOFF_SECONDS = 8.0
 PROGRESS_INTERVAL = 1.0  # seconds between two progress writes of one verification (verdicts never wait)
+PROGRESS_DETAIL_INTERVAL = 10.0  # ... when only counts changed, not the state
+RUNNING_GRACE_SECONDS = 1.0  # expected images resolved within this: no Running write of its own
 # When the fresh read disagrees with the caches, the verdict is evaluated again this soon at the latest.
 RECHECK_SECONDS = 2.0
 
@@ -224,39 +226,46 @@ class VerificationRunner:
             job.application = (spec.application.namespace, spec.application.name)
 
         started_at = status.get("startedAt") or now_iso()
+        deadline = parse_iso(started_at) + spec.timeoutSeconds
+        application = self._application(spec)
+        hook = detected_by(body) == DetectedBy.POST_SYNC_HOOK.value
+        resolving = asyncio.ensure_future(self._resolve_bounded(spec, targets, job.namespace, application, hook))
+        # Fields still to be written, with the next write: the Running write is coalesced with the first
+        # progress (or the verdict) when the expected images resolve within RUNNING_GRACE_SECONDS; only a
+        # slow resolution (a git read) gets a Running write of its own, so that startedAt (the deadline)
+        # survives a restart and the status says what it waits for.
+        pending: dict[str, Any] = {}
         if status.get("phase") != Phase.RUNNING.value:
-            await self._write(
-                job,
-                {
-                    "phase": Phase.RUNNING.value,
-                    "startedAt": started_at,
-                    "detectedBy": detected_by(body),
-                    "message": "resolving the expected images",
-                    "observedGeneration": (body.get("metadata") or {}).get("generation"),
-                },
-            )
+            pending = {
+                "phase": Phase.RUNNING.value,
+                "startedAt": started_at,
+                "detectedBy": detected_by(body),
+                "message": "resolving the expected images",
+                "observedGeneration": (body.get("metadata") or {}).get("generation"),
+            }
+            done, _ = await asyncio.wait({resolving}, timeout=RUNNING_GRACE_SECONDS)
+            if not done:
+                await self._write(job, pending)
+                pending = {}
         # Also on a resume: the operator may have died between its Running write and this Event.
         await self.workers.api(
             self.kube.post_event_once, job.body, "Normal", "Started", f"verifying {len(targets)} Deployments"
         )
-        deadline = parse_iso(started_at) + spec.timeoutSeconds
-
-        application = self._application(spec)
         try:
-            hook = detected_by(body) == DetectedBy.POST_SYNC_HOOK.value
-            expectations = await self._resolve_bounded(spec, targets, job.namespace, application, hook)
+            expectations = await resolving
         except ExpectationError as exc:
-            await self._finish(job, failed_before_start(exc.reason, exc.message), parse_iso(started_at))
+            verdict = failed_before_start(exc.reason, exc.message)
+            await self._finish(job, verdict, parse_iso(started_at), also=pending)
             return
         revision = expectations.revision or spec.revision
-        # Written with the first progress (or the verdict), not on its own: one status write fewer.
-        resolved: dict[str, Any] = {
-            "revision": revision,
-            "shortRevision": revision[:8] if revision else None,
-            "fromRevision": spec.fromRevision,
-        }
+        pending.update(
+            revision=revision,
+            shortRevision=revision[:8] if revision else None,
+            fromRevision=spec.fromRevision,
+        )
 
         last_written: Any = None
+        last_shape: Any = None
         last_write_at = 0.0
         previous_fresh: tuple[Phase, Reason | None] | None = None
         while True:
@@ -270,8 +279,8 @@ class VerificationRunner:
                 # Not judged on caches still listing (nor on ones the API server refuses): say why.
                 message = f"waiting for the caches: {unsynced}"
                 if message != (job.body.get("status") or {}).get("message"):
-                    await self._write(job, {**resolved, "message": message})
-                    resolved = {}
+                    await self._write(job, {**pending, "message": message})
+                    pending = {}
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(job.wakeup.wait(), timeout=deadline - time.time())
                 continue
@@ -286,7 +295,7 @@ class VerificationRunner:
             )
             wait = deadline - time.time()
             if verdict.final and unsynced is not None:
-                await self._finish(job, verdict, parse_iso(started_at), decided_by_change, resolved)
+                await self._finish(job, verdict, parse_iso(started_at), decided_by_change, pending)
                 return
             if verdict.final:
                 # A verdict is final, so it is decided on fresh facts: the caches may lag the API server.
@@ -300,7 +309,7 @@ class VerificationRunner:
                     read=fresh_facts,
                 )
                 if fresh_read_agrees(verdict, fresh, previous_fresh):
-                    await self._finish(job, fresh, parse_iso(started_at), decided_by_change, resolved)
+                    await self._finish(job, fresh, parse_iso(started_at), decided_by_change, pending)
                     return
                 log.info(
                     "%s/%s: the caches say %s, the API server says %s (%s); evaluating again",
@@ -317,15 +326,19 @@ class VerificationRunner:
                 previous_fresh = None
             # Progress is written at most once per PROGRESS_INTERVAL: a rollout's many pod events must
             # not become as many status writes (each one delays the verdict's write behind it).
+            # A change of state (a condition, a target rolled out or verified) is written within a second;
+            # a change of counts only (2 of 3 updated) at most every PROGRESS_DETAIL_INTERVAL.
             progress = (verdict.message, [t.model_dump() for t in verdict.targets])
+            shape = progress_shape(verdict)
             if not verdict.final and progress != last_written:
                 since = time.monotonic() - last_write_at
-                if since >= PROGRESS_INTERVAL:
-                    await self._write(job, {**resolved, **self._status_of(job, verdict)})
-                    last_written, last_write_at = progress, time.monotonic()
-                    resolved = {}
+                interval = PROGRESS_INTERVAL if shape != last_shape else PROGRESS_DETAIL_INTERVAL
+                if since >= interval:
+                    await self._write(job, {**pending, **self._status_of(job, verdict)})
+                    last_written, last_shape, last_write_at = progress, shape, time.monotonic()
+                    pending = {}
                 else:
-                    wait = min(wait, PROGRESS_INTERVAL - since)
+                    wait = min(wait, interval - since)
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(job.wakeup.wait(), timeout=wait)
@@ -497,3 +510,12 @@ def git_repository(spec: RollbackVerificationSpec, application: Mapping[str, Any
         return git.repoURL
     source = ((application or {}).get("spec") or {}).get("source") or {}
     return str(source.get("repoURL") or "")
+
+
+def progress_shape(verdict: Verdict) -> tuple[Any, ...]:
+    """The state a progress write reports, without the counts: conditions and per-target flags."""
+    return (
+        verdict.phase,
+        tuple((c.type, c.status, c.reason) for c in verdict.conditions),
+        tuple((t.name, t.rolloutComplete, t.digestsVerified) for t in verdict.targets),
+    )
