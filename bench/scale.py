@@ -133,6 +133,10 @@ def _variant(
         else:
             out["first_verdict_seconds"] = None
             out["no_verdict_after_seconds"] = VERDICT_TIMEOUT
+        while ready_at is None and time.monotonic() < deadline:  # the verdict may come first
+            if _http_ok(op.metrics_port, "/readyz"):
+                ready_at = time.monotonic() - started
+            time.sleep(0.5)
         out["ready_seconds"] = None if ready_at is None else round(ready_at, 1)
         pid = op.process.pid
         out["rss_mib_at_verdict"] = round(proc_status(pid)["VmRSS"] / 1024, 1)

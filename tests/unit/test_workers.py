@@ -84,3 +84,23 @@ def test_git_reads_are_keyed_by_the_values_repository_or_the_applications_source
         {"application": {"name": "agents"}, "valuesFrom": {"git": {"path": "v.yaml", "repoURL": "ssh://g/x"}}}
     )
     assert git_repository(explicit, app) == "ssh://g/x"
+
+
+def test_a_progress_of_counts_only_keeps_its_shape_and_a_rolled_out_target_changes_it() -> None:
+    from rollback_verifier.api import Target
+    from rollback_verifier.images import parse_image
+    from rollback_verifier.rollout import deployment_view, pod_view
+    from rollback_verifier.runner import progress_shape
+    from rollback_verifier.verdict import TargetInput, decide
+    from tests.unit.factories import IMAGE_A, deployment, pod
+
+    target = Target(name="agents", namespace="agents", image=IMAGE_A)
+
+    def verdict(updated: int, available: int, pods: int) -> Verdict:
+        dep = deployment(replicas=3, updated=updated, total=3, available=available)
+        views = [pod_view(pod(f"p{i}")) for i in range(pods)]
+        return decide([TargetInput(target, parse_image(IMAGE_A), deployment_view(dep), views)], "Strict", None, False)
+
+    one, two, done = verdict(1, 1, 1), verdict(2, 2, 2), verdict(3, 3, 3)
+    assert one.message != two.message and progress_shape(one) == progress_shape(two)
+    assert progress_shape(done) != progress_shape(two)
