@@ -59,6 +59,7 @@ HOOK_ANNOTATION = "argocd.argoproj.io/hook"
 MAX_BACKOFF_SECONDS = 8.0
 PROGRESS_INTERVAL = 1.0  # seconds between two progress writes of one verification (verdicts never wait)
 PROGRESS_DETAIL_INTERVAL = 10.0  # ... when only counts changed, not the state
+RECENT_VERDICT_SECONDS = 600.0  # a verdict this recent gets its Event ensured by a starting operator
 RUNNING_GRACE_SECONDS = 1.0  # expected images resolved within this: no Running write of its own
 # When the fresh read disagrees with the caches, the verdict is evaluated again this soon at the latest.
 RECHECK_SECONDS = 2.0
@@ -120,6 +121,7 @@ class VerificationRunner:
         self.workers = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
         self.caches = caches
         self._jobs: dict[str, _Job] = {}
+        self._announced: set[str] = set()  # uids of recent verdicts whose Event this process ensured
 
     # -- inputs from the watch handlers --------------------------------------------------------
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -139,8 +141,19 @@ class VerificationRunner:
                 job.body = dict(body)
                 job.wakeup.set()
             return
-        if ((body.get("status") or {}).get("phase")) in FINAL_PHASES:
-            return  # a verdict is final: nothing to do, ever
+        status = body.get("status") or {}
+        if status.get("phase") in FINAL_PHASES:
+            # A verdict is final: nothing to do, ever, but its Event, when it is recent: an operator killed
+            # between the verdict's write and its Event posts it now (under its name: never twice).
+            if uid not in self._announced and time.time() - _completed(status) < RECENT_VERDICT_SECONDS:
+                self._announced.add(uid)
+                kind = "Normal" if status.get("phase") == Phase.SUCCEEDED.value else "Warning"
+                reason, message = str(status.get("reason") or ""), str(status.get("message") or "")
+                task = asyncio.ensure_future(
+                    self.workers.api(self.kube.post_event_once, dict(body), kind, reason, message)
+                )
+                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            return
         job = _Job(namespace=str(meta.get("namespace")), name=str(meta.get("name")), body=dict(body))
         self._jobs[uid] = job
         job.task = asyncio.create_task(self._run(uid, job), name=f"verify {job.namespace}/{job.name}")
@@ -484,6 +497,7 @@ class VerificationRunner:
         if decided_by_change is not None:
             self.metrics.verdict_latency.observe(max(written - decided_by_change, 0.0))
         kind = "Normal" if verdict.phase == Phase.SUCCEEDED else "Warning"
+        self._announced.add(str((job.body.get("metadata") or {}).get("uid")))
         try:
             await self.workers.api(self.kube.post_event_once, job.body, kind, reason, verdict.message)
         except Exception as exc:  # the verdict is written: an Event that cannot be posted does not undo it
@@ -519,3 +533,10 @@ def progress_shape(verdict: Verdict) -> tuple[Any, ...]:
         tuple((c.type, c.status, c.reason) for c in verdict.conditions),
         tuple((t.name, t.rolloutComplete, t.digestsVerified) for t in verdict.targets),
     )
+
+
+def _completed(status: Mapping[str, Any]) -> float:
+    try:
+        return parse_iso(str(status.get("completedAt")))
+    except ValueError:
+        return 0.0
