@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CLUSTER := tests/e2e/cluster/cluster.sh
 
-.PHONY: help install tools cluster-up cluster-down test unit integration e2e lint crds demo bench clean image e2e-node
+.PHONY: help install tools cluster-up cluster-down test unit integration e2e chaos lint crds demo bench clean image e2e-node
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ integration: install tools ## tests with real helm, git, promtool and lua, no cl
 
 e2e: install tools ## the e2e suite on the local cluster (starts it, or uses RV_E2E_KUBECONFIG)
 	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest tests/e2e
+
+chaos: install tools ## the chaos and fault e2e tests (kill loop, control-plane outage, frozen API connections, hanging remotes, 200 at once), printing their figures
+	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest -s -p no:cacheprovider tests/e2e/test_chaos.py tests/e2e/test_faults.py
 
 lint: install ## ruff, mypy, and the CRD drift check
 	@$(BIN)/ruff check operator tests bench demo

@@ -82,6 +82,31 @@ def new_namespace(cluster: Cluster, name: str) -> str:
 FINAL = ("Succeeded", "Failed")
 
 
+def deployments_manifest(
+    names: Iterable[str], image: str, replicas: int, pod_labels: dict[str, str] | None = None
+) -> str:
+    """A List of Deployments of one container each, selecting their pods by app.kubernetes.io/name."""
+    items = []
+    for name in names:
+        labels = {"app.kubernetes.io/name": name}
+        items.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": {**labels, **(pod_labels or {})}},
+                        "spec": {"containers": [{"name": "app", "image": image}]},
+                    },
+                },
+            }
+        )
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
 # -- watch events with local receive times ---------------------------------------------------------
 @dataclass
 class Event:

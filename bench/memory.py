@@ -18,7 +18,6 @@ these figures.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from bench.common import (
     bench_api,
     breakdown,
     cpu_seconds,
+    deployments_manifest,
     new_namespace,
     proc_status,
     sync_audit,
@@ -43,29 +43,6 @@ LONG_TIMEOUT = 1800
 def _sample(op: Operator) -> dict[str, Any]:
     pid = op.process.pid
     return {**proc_status(pid), "cpu_seconds": round(cpu_seconds(pid), 2), "at": time.time()}
-
-
-def _deployments(count: int, image: str) -> str:
-    items = []
-    for i in range(count):
-        name = f"app-{i:03d}"
-        labels = {"app.kubernetes.io/name": name}
-        items.append(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": name, "labels": labels},
-                "spec": {
-                    "replicas": 2,
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": {**labels, "rv-test-never-ready": "true"}},
-                        "spec": {"containers": [{"name": "app", "image": image}]},
-                    },
-                },
-            }
-        )
-    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
 def _wait_pods(cluster: Cluster, ns: str, count: int) -> None:
@@ -146,7 +123,16 @@ def run(kubeconfig: Path, audit_log: Path | None, workdir: Path, count: int = 50
     def deployments(ns: str) -> str:
         new_namespace(cluster, ns)
         image = expected("A")
-        cluster.kubectl("-n", ns, "apply", "-f", "-", input=_deployments(count, image))
+        cluster.kubectl(
+            "-n",
+            ns,
+            "apply",
+            "-f",
+            "-",
+            input=deployments_manifest(
+                (f"app-{i:03d}" for i in range(count)), image, 2, {"rv-test-never-ready": "true"}
+            ),
+        )
         _wait_pods(cluster, ns, 2 * count)
         return "\n---\n".join(
             verification(

@@ -178,6 +178,42 @@ def _detection(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _writes(r: dict[str, Any]) -> list[str]:
+    if "skipped" in r:
+        return ["### Status writes under load", "", f"skipped: {r['skipped']}"]
+    per = r["per_verification"]
+    return [
+        "### Status writes under load",
+        "",
+        f"{r['verifications']} verifications of one rollback at once ({r['phases']}): {r['status_patches']} status "
+        f"patches, {r['mean_per_verification']} per verification (min {per['min']:.0f}, max {per['max']:.0f}), "
+        f"{r['conflicts']} of them conflicts (409).",
+    ]
+
+
+def _scale_row(label: str, v: dict[str, Any]) -> str:
+    first = v.get("first_verdict_seconds")
+    shown = f"{first} s" if first is not None else f"none after {v.get('no_verdict_after_seconds')} s"
+    cells = [label, shown, f"{v.get('ready_seconds')} s", f"{v.get('rss_mib_20s_later')} MiB"]
+    for key in ("churn_unverified_namespace", "churn_verified_namespace"):
+        c = v.get(key)
+        cells.append(f"{c['cpu_ms_per_event']} ms ({c['events']} events)" if c else "-")
+    return "| " + " | ".join(cells) + " |"
+
+
+def _scale(r: dict[str, Any]) -> list[str]:
+    return [
+        f"### Scale: cluster-wide, {r['deployments']} Deployments / {r['pods']} KWOK pods"
+        f" (set up in {r['setup_seconds']} s)",
+        "",
+        "| operator | first verdict after start | /readyz ok after | RSS | CPU per event, unverified namespace "
+        "| CPU per event, verified namespace |",
+        "|---|---|---|---|---|---|",
+        _scale_row(f"before ({r['before_revision']}, kopf indexes)", r["before"]),
+        _scale_row("after (informers per verified namespace)", r["after"]),
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results.get("environment", {})
     lines = [
@@ -185,7 +221,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"local cluster: real control plane + KWOK nodes; bench, operator and cluster share the machine)",
         "",
     ]
-    sections = {"latency": _latency, "memory": _memory, "detection": _detection}
+    sections = {
+        "latency": _latency,
+        "memory": _memory,
+        "detection": _detection,
+        "writes": _writes,
+        "scale": _scale,
+    }
     for name, render in sections.items():
         r = results.get("benchmarks", {}).get(name)
         if r is None:

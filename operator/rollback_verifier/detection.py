@@ -124,6 +124,25 @@ def to_examine(entries: Sequence[HistoryEntry], decided: set[int], now: float, l
     ]
 
 
+def verifications_to_prune(items: Sequence[Mapping[str, Any]], limit: int) -> list[tuple[str, str]]:
+    """(name, uid) of the detected verifications of one Application beyond the newest `limit`, finished
+    ones only (a running one is left to reach its verdict). Manual ones are never pruned."""
+    detected = [
+        i
+        for i in items
+        if ((i.get("metadata") or {}).get("labels") or {}).get(DETECTED_BY_LABEL) not in (None, DetectedBy.MANUAL.value)
+    ]
+    detected.sort(
+        key=lambda i: (str(i["metadata"].get("creationTimestamp") or ""), str(i["metadata"].get("name"))),
+        reverse=True,
+    )
+    return [
+        (str(i["metadata"]["name"]), str(i["metadata"].get("uid")))
+        for i in detected[limit:]
+        if ((i.get("status") or {}).get("phase")) in ("Succeeded", "Failed")
+    ]
+
+
 def verification_name(application: str, entry_id: int) -> str:
     """<application>-rollback-<history id>: the same rollback always maps to the same object."""
     suffix = f"-rollback-{entry_id}"

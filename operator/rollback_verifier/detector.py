@@ -13,6 +13,7 @@ from typing import Any
 
 from rollback_verifier.api import Target
 from rollback_verifier.detection import (
+    APPLICATION_LABEL,
     HistoryEntry,
     Images,
     Rollback,
@@ -22,6 +23,7 @@ from rollback_verifier.detection import (
     history_entries,
     to_examine,
     verification_manifest,
+    verifications_to_prune,
 )
 from rollback_verifier.images import InvalidImageReference, InvalidImageValues, resolve_expected_image
 from rollback_verifier.kube import Kube
@@ -33,13 +35,23 @@ from rollback_verifier.values_source import (
     ValuesUnavailable,
     values_from_helm_source,
 )
+from rollback_verifier.workers import Workers
 
 log = logging.getLogger(__name__)
 
 
 class Detector:
-    def __init__(self, kube: Kube, metrics: Metrics, reader: GitValuesReader | None, settings: Settings) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        metrics: Metrics,
+        reader: GitValuesReader | None,
+        settings: Settings,
+        workers: Workers | None = None,
+    ) -> None:
         self.kube = kube
+        # Git reads in the git pool, API calls in the API pool: detection never delays status writes.
+        self.workers = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
         self.metrics = metrics
         self.reader = reader
         self.settings = settings
@@ -92,7 +104,7 @@ class Detector:
         if found is not None or index < 1:
             return found
         repo_url = self._repo_url(app, watched)
-        credentials = await asyncio.to_thread(self._credentials, watched)
+        credentials = await self.workers.api(self._credentials, watched)
         if repo_url and self.reader is not None:
             reader = self.reader
 
@@ -103,12 +115,17 @@ class Detector:
                     self._warn_once(f"ancestry:{older}", f"detection: cannot compare revisions in git: {exc}")
                     return None
 
-            found = await asyncio.to_thread(by_ancestry, entries, index, is_ancestor)
+            found = await self.workers.git(repo_url, by_ancestry, entries, index, is_ancestor, bounded=False)
             if found is not None:
                 return found
         uid = str((app.get("metadata") or {}).get("uid"))
-        return await asyncio.to_thread(
-            by_content, entries, index, lambda e: self._images_of(uid, e, watched, repo_url, credentials)
+        return await self.workers.git(
+            repo_url or "",
+            by_content,
+            entries,
+            index,
+            lambda e: self._images_of(uid, e, watched, repo_url, credentials),
+            bounded=False,
         )
 
     def _repo_url(self, app: Mapping[str, Any], watched: WatchedApplication) -> str | None:
@@ -169,7 +186,7 @@ class Detector:
         manifest = verification_manifest(watched, rollback, app_namespace)
         name = manifest["metadata"]["name"]
         try:
-            created = await asyncio.to_thread(self.kube.create_verification, watched.verificationNamespace, manifest)
+            created = await self.workers.api(self.kube.create_verification, watched.verificationNamespace, manifest)
         except Exception as exc:  # e.g. RBAC or a missing namespace: say so, do not retry in a loop
             log.error(
                 "detection: cannot create RollbackVerification %s/%s: %s", watched.verificationNamespace, name, exc
@@ -179,6 +196,7 @@ class Detector:
             log.debug("detection: %s/%s exists already", watched.verificationNamespace, name)
             return
         self.metrics.detected.labels(watched.name, rollback.detected_by.value).inc()
+        await self._prune(watched)
         log.info(
             "detection: %s rolled back from %s to %s (%s): created %s/%s",
             watched.name,
@@ -188,6 +206,17 @@ class Detector:
             watched.verificationNamespace,
             name,
         )
+
+    async def _prune(self, watched: WatchedApplication) -> None:
+        """Keep the newest `historyLimit` detected verifications of the Application (api.md retention)."""
+        ns = watched.verificationNamespace
+        try:
+            items = await self.workers.api(self.kube.list_verifications, ns, f"{APPLICATION_LABEL}={watched.name}")
+            for name, uid in verifications_to_prune(items, watched.historyLimit):
+                await self.workers.api(self.kube.delete_verification, ns, name, uid)
+                log.info("detection: deleted %s/%s, beyond the history limit of %s", ns, name, watched.historyLimit)
+        except Exception as exc:  # e.g. RBAC without delete: say so; the next rollback tries again
+            log.warning("detection: cannot prune the verifications of %s in %s: %s", watched.name, ns, exc)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

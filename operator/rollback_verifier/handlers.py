@@ -10,7 +10,7 @@ import asyncio
 import contextvars
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,14 +20,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rollback_verifier import GROUP, PLURAL, VERSION
-from rollback_verifier.applications import ApplicationWatcher
+from rollback_verifier.applications import application_watcher
 from rollback_verifier.detector import Detector
+from rollback_verifier.informer import Informer
 from rollback_verifier.kube import Kube, load_client_config
 from rollback_verifier.metrics import Metrics
-from rollback_verifier.rollout import DeploymentView, PodView, deployment_view, pod_view
 from rollback_verifier.runner import VerificationRunner
 from rollback_verifier.settings import Settings
+from rollback_verifier.target_caches import TargetCaches
 from rollback_verifier.values_source import GitValuesReader
+from rollback_verifier.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -92,38 +94,44 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     kube = Kube(OperatorConfig.api_client or load_client_config())
     metrics = Metrics()
     cfg = OperatorConfig
-    apps = ApplicationWatcher(kube, cfg.settings.argocdNamespace)
+    apps = application_watcher(kube, cfg.settings.argocdNamespace)
+    loop = asyncio.get_running_loop()
+    # Tasks started from the watch threads run in kopf's context, so that they can post Events.
+    context = contextvars.copy_context()
     cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+    reader = GitValuesReader(cfg.cache_dir / "git", protocols=cfg.settings.git_protocols())
+    workers = Workers(budget_seconds=reader.timeout_seconds)
     runner = VerificationRunner(
         kube,
         metrics,
-        GitValuesReader(cfg.cache_dir / "git", protocols=cfg.settings.git_protocols()),
+        reader,
         # Only Argo CD's namespace is watched (and granted): an Application elsewhere reads as not found.
         get_application=lambda ns, name: apps.get(name) if ns == apps.namespace else None,
         namespaces=cfg.settings.namespace_policy(),
         repositories=cfg.settings.repository_policy(_api_server_hosts(kube.api_client)),
+        workers=workers,
     )
-    detector = Detector(kube, metrics, runner.reader, cfg.settings)
+
+    def on_target_change(namespace: str, deployment: str | None) -> None:  # in an informer's thread
+        loop.call_soon_threadsafe(runner.nudge, namespace, deployment, context=context)
+
+    caches = TargetCaches(kube, on_target_change)
+    runner.caches = caches
+    detector = Detector(kube, metrics, reader, cfg.settings, workers)
     if cfg.settings.detection.enabled:
         metrics.preset_detections(a.name for a in cfg.settings.detection.applications)
-    loop = asyncio.get_running_loop()
-    # Tasks started from the watch thread run in kopf's context, so that they can post Events.
-    context = contextvars.copy_context()
 
-    def on_application(kind: str, app: dict[str, Any]) -> None:  # called from the watch thread
-        meta = app.get("metadata") or {}
-        loop.call_soon_threadsafe(
-            runner.nudge_application, meta.get("namespace", ""), meta.get("name", ""), context=context
-        )
-        if kind != "DELETED":
+    def on_application(kind: str, name: str, app: dict[str, Any] | None) -> None:  # in the watch thread
+        loop.call_soon_threadsafe(runner.nudge_application, apps.namespace, name, context=context)
+        if app is not None:
             loop.call_soon_threadsafe(_spawn, detector.on_application(app), context=context)
 
     apps.listener = on_application
     apps.start()
-    await asyncio.to_thread(apps.synced.wait, 30)
+    await asyncio.to_thread(apps.settled.wait, 30)
     detector.check_configured(apps.names(), apps.namespace)
     memo.kube, memo.metrics, memo.runner, memo.apps, memo.detector = kube, metrics, runner, apps, detector
-    memo.http = await _serve_http(metrics, cfg.metrics_address, cfg.metrics_port)
+    memo.http = await _serve_http(metrics, cfg.metrics_address, cfg.metrics_port, lambda: _not_ready(apps, caches))
 
 
 def _api_server_hosts(api_client: Any) -> frozenset[str]:
@@ -143,17 +151,31 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_background.discard)
 
 
-async def _serve_http(metrics: Metrics, address: str, port: int) -> web.AppRunner:
+def _not_ready(apps: Informer[dict[str, Any]], caches: TargetCaches) -> list[str]:
+    """What is not synced: the Applications (unless Argo CD is not installed) and every target cache."""
+    problems = caches.not_synced()
+    if not apps.synced.is_set() and not (apps.error or "").startswith("HTTP 404"):
+        problems.insert(0, f"{apps.what}: {apps.error or 'listing'}")
+    return problems
+
+
+async def _serve_http(metrics: Metrics, address: str, port: int, not_ready: Callable[[], list[str]]) -> web.AppRunner:
     async def metrics_view(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def ok(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    async def ready(_: web.Request) -> web.Response:
+        problems = not_ready()
+        if problems:
+            return web.Response(status=503, text="caches not synced:\n" + "\n".join(problems) + "\n")
+        return web.Response(text="ok: caches synced\n")
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", ok)  # served by the event loop itself: a stuck loop fails it
-    app.router.add_get("/readyz", ok)
+    app.router.add_get("/readyz", ready)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     # Unauthenticated by design (aggregate counts, no names); --metrics-address narrows who can reach it.
@@ -165,47 +187,11 @@ async def _serve_http(metrics: Metrics, address: str, port: int) -> web.AppRunne
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo.apps.stop()
+    memo.runner.workers.shutdown()
     await memo.http.cleanup()
 
 
-# -- caches of what verdicts read: kept by kopf's own watches --------------------------------------
-@kopf.index("apps", "v1", "deployments")
-async def deployments_idx(
-    body: kopf.Body, namespace: str | None, name: str, **_: Any
-) -> dict[tuple[str, str], DeploymentView]:
-    return {(namespace or "", name): deployment_view(body)}
-
-
-@kopf.index("", "v1", "pods")
-async def pods_idx(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PodView]:
-    return {namespace or "": pod_view(body)}
-
-
-def _bind(runner: VerificationRunner, deployments: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> None:
-    def get_deployment(ns: str, name: str) -> DeploymentView | None:
-        store = deployments.get((ns, name))
-        return next(iter(store), None) if store is not None else None
-
-    def get_pods(ns: str) -> list[PodView]:
-        store = pods.get(ns)
-        return list(store) if store is not None else []
-
-    runner.get_deployment, runner.get_pods = get_deployment, get_pods
-
-
-@kopf.on.event("apps", "v1", "deployments")
-async def deployment_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.runner.nudge(namespace or "", name)
-
-
-@kopf.on.event("", "v1", "pods")
-async def pod_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    memo.runner.nudge(namespace or "")
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def verification_event(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    # kopf passes the indexes by their handler names, once they are fully populated.
-    _bind(memo.runner, kwargs["deployments_idx"], kwargs["pods_idx"])
+async def verification_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.metrics.objects.observe(type, body)
     memo.runner.observe(type, dict(body))

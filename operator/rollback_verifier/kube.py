@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -172,15 +173,64 @@ class Kube:
             raise
         return obj
 
-    def list_verifications(self, namespace: str | None) -> list[dict[str, Any]]:
-        """RollbackVerifications of one namespace, or of all (None)."""
+    def list_verifications(self, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
+        """RollbackVerifications of one namespace, or of all (None), optionally by label selector."""
         if namespace is None:
-            found = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT)
+            found = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, PLURAL, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
+            )
         else:
             found = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, _request_timeout=REQUEST_TIMEOUT
+                GROUP, VERSION, namespace, PLURAL, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
             )
         return list(cast(dict[str, Any], found).get("items") or [])
+
+    def delete_verification(self, namespace: str, name: str, uid: str) -> None:
+        """Delete that very object (a uid precondition: never a newer one of the same name); gone is fine."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def post_event_once(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """An Event about `obj` under a name derived from the object and the reason: posted twice (an
+        operator killed between its status write and its Event, then resuming), it exists once."""
+        meta = obj.get("metadata") or {}
+        name, namespace, uid = str(meta.get("name")), str(meta.get("namespace")), str(meta.get("uid"))
+        now = datetime.now(UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=f"{name[:180]}.{uid[:18]}.{reason.lower()[:40]}", namespace=namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind="RollbackVerification",
+                name=name,
+                namespace=namespace,
+                uid=uid,
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=type_,
+            count=1,
+            first_timestamp=now,
+            last_timestamp=now,
+            source=client.V1EventSource(component="rollback-verifier"),
+            reporting_component="rollback-verifier",
+        )
+        try:
+            self.core.create_namespaced_event(namespace, event, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
 
     # -- reads -----------------------------------------------------------------------------------
     def list_events(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
@@ -221,6 +271,18 @@ class Kube:
         items = self.apps.list_namespaced_deployment(namespace, _request_timeout=REQUEST_TIMEOUT).items
         return [self.api_client.sanitize_for_serialization(d) for d in items]
 
-    def list_pods(self, namespace: str) -> list[dict[str, Any]]:
-        items = self.core.list_namespaced_pod(namespace, _request_timeout=REQUEST_TIMEOUT).items
+    def list_pods(self, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+        items = self.core.list_namespaced_pod(
+            namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
+        ).items
         return [self.api_client.sanitize_for_serialization(p) for p in items]
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Deployment as the API server has it now; None when it does not exist."""
+        try:
+            obj = self.apps.read_namespaced_deployment(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], self.api_client.sanitize_for_serialization(obj))

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -36,7 +36,8 @@ from rollback_verifier.argocd import application_health, operation_running, orph
 from rollback_verifier.expectations import ExpectationError, Expectations, resolve_expectations
 from rollback_verifier.kube import Conflict, Kube
 from rollback_verifier.metrics import Metrics
-from rollback_verifier.rollout import DeploymentView, PodView
+from rollback_verifier.rollout import DeploymentView, PodView, deployment_view, pod_view
+from rollback_verifier.target_caches import TargetCaches
 from rollback_verifier.trust import NamespacePolicy, Refused, RepositoryPolicy, check_reach
 from rollback_verifier.values_source import GitValuesReader
 from rollback_verifier.verdict import (
@@ -47,13 +48,25 @@ from rollback_verifier.verdict import (
     failed_before_start,
     merge_conditions,
 )
+from rollback_verifier.workers import GitBusy, Workers
 
 log = logging.getLogger(__name__)
 
 DETECTED_BY_LABEL = f"{LABEL_PREFIX}detected-by"
 HOOK_ANNOTATION = "argocd.argoproj.io/hook"
-MAX_BACKOFF_SECONDS = 60.0
+# After an unexpected error (the API server unreachable, mostly) a job retries at once when a watch
+# event arrives (the watches reconnecting), else after this backoff: short, as it only bounds the wait
+# when nothing at all happens.
+MAX_BACKOFF_SECONDS = 8.0
 PROGRESS_INTERVAL = 1.0  # seconds between two progress writes of one verification (verdicts never wait)
+PROGRESS_DETAIL_INTERVAL = 10.0  # ... when only counts changed, not the state
+RECENT_VERDICT_SECONDS = 600.0  # a verdict this recent gets its Event ensured by a starting operator
+RUNNING_GRACE_SECONDS = 1.0  # expected images resolved within this: no Running write of its own
+# When the fresh read disagrees with the caches, the verdict is evaluated again this soon at the latest.
+RECHECK_SECONDS = 2.0
+
+# What a verdict reads about one target: its Deployment (None: not found) and the pods of its namespace.
+Facts = Callable[[str, str], tuple[DeploymentView | None, list[PodView]]]
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -88,6 +101,7 @@ class _Job:
     targets: frozenset[tuple[str, str]] = frozenset()
     application: tuple[str, str] | None = None
     last_change: float | None = None  # wall time of the newest nudge not yet evaluated
+    cached_namespaces: frozenset[str] = frozenset()  # whose caches this job holds open
 
 
 class VerificationRunner:
@@ -100,6 +114,8 @@ class VerificationRunner:
         *,
         namespaces: NamespacePolicy | None = None,
         repositories: RepositoryPolicy | None = None,
+        workers: Workers | None = None,
+        caches: TargetCaches | None = None,
     ) -> None:
         self.kube = kube
         # The trust rules (api.md "Trust boundaries"); the defaults are the strictest.
@@ -108,9 +124,10 @@ class VerificationRunner:
         self.metrics = metrics
         self.reader = reader
         self.get_application = get_application
-        self.get_deployment: Callable[[str, str], DeploymentView | None] = lambda ns, name: None
-        self.get_pods: Callable[[str], Iterable[PodView]] = lambda ns: ()
+        self.workers = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
+        self.caches = caches
         self._jobs: dict[str, _Job] = {}
+        self._announced: set[str] = set()  # uids of recent verdicts whose Event this process ensured
 
     # -- inputs from the watch handlers --------------------------------------------------------
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -130,8 +147,19 @@ class VerificationRunner:
                 job.body = dict(body)
                 job.wakeup.set()
             return
-        if ((body.get("status") or {}).get("phase")) in FINAL_PHASES:
-            return  # a verdict is final: nothing to do, ever
+        status = body.get("status") or {}
+        if status.get("phase") in FINAL_PHASES:
+            # A verdict is final: nothing to do, ever, but its Event, when it is recent: an operator killed
+            # between the verdict's write and its Event posts it now (under its name: never twice).
+            if uid not in self._announced and time.time() - _completed(status) < RECENT_VERDICT_SECONDS:
+                self._announced.add(uid)
+                kind = "Normal" if status.get("phase") == Phase.SUCCEEDED.value else "Warning"
+                reason, message = str(status.get("reason") or ""), str(status.get("message") or "")
+                task = asyncio.ensure_future(
+                    self.workers.api(self.kube.post_event_once, dict(body), kind, reason, message)
+                )
+                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            return
         job = _Job(namespace=str(meta.get("namespace")), name=str(meta.get("name")), body=dict(body))
         self._jobs[uid] = job
         job.task = asyncio.create_task(self._run(uid, job), name=f"verify {job.namespace}/{job.name}")
@@ -159,6 +187,7 @@ class VerificationRunner:
     async def _run(self, uid: str, job: _Job) -> None:
         backoff = 1.0
         app_label = ""
+        failing = False  # within an outage: its Warning was posted already
         try:
             app_label = str(((job.body.get("spec") or {}).get("application") or {}).get("name") or "")
             self.metrics.in_progress.labels(app_label).inc()
@@ -172,17 +201,27 @@ class VerificationRunner:
                     raise
                 except Exception as exc:
                     # One broken object must never stop the others, nor spin: log, wait, try again.
-                    log.exception("verification %s/%s failed unexpectedly; retrying", job.namespace, job.name)
-                    kopf.event(
-                        cast(kopf.Body, job.body),
-                        type="Warning",
-                        reason="VerifierError",
-                        message=f"retrying in {backoff:.0f}s: {exc}",
-                    )
-                    await asyncio.sleep(backoff)
+                    log.warning("verification %s/%s: %s; retrying", job.namespace, job.name, exc, exc_info=True)
+                    if not failing:  # one Warning per outage, not one per failed write
+                        failing = True
+                        kopf.event(
+                            cast(kopf.Body, job.body),
+                            type="Warning",
+                            reason="VerifierError",
+                            message=f"retrying until it works: {exc}",
+                        )
+                    # A watch event (the watches reconnecting after an outage) retries at once.
+                    await asyncio.sleep(min(backoff, 1.0))  # never faster than once a second
+                    job.wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(job.wakeup.wait(), timeout=max(backoff - 1.0, 0.0))
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
             self.metrics.in_progress.labels(app_label).dec()
+            if self.caches is not None:
+                for ns in job.cached_namespaces:
+                    self.caches.release(ns)
+            job.cached_namespaces = frozenset()
             if self._jobs.get(uid) is job:
                 del self._jobs[uid]
 
@@ -211,70 +250,126 @@ class VerificationRunner:
         except Refused as exc:
             await self._finish(job, failed_before_start(Reason.INVALID_SPEC, exc.message), time.time())
             return
+        # Caches only for namespaces the trust rules let this object reach.
+        if self.caches is not None:
+            for ns in {ns for ns, _ in job.targets} - job.cached_namespaces:
+                self.caches.acquire(ns)
+            job.cached_namespaces = frozenset(ns for ns, _ in job.targets) | job.cached_namespaces
 
         started_at = status.get("startedAt") or now_iso()
-        if status.get("phase") != Phase.RUNNING.value:
-            await self._write(
-                job,
-                {
-                    "phase": Phase.RUNNING.value,
-                    "startedAt": started_at,
-                    "detectedBy": detected_by(body),
-                    "message": "resolving the expected images",
-                    "observedGeneration": (body.get("metadata") or {}).get("generation"),
-                },
-            )
-            kopf.event(
-                cast(kopf.Body, job.body),
-                type="Normal",
-                reason="Started",
-                message=f"verifying {len(targets)} Deployments",
-            )
         deadline = parse_iso(started_at) + spec.timeoutSeconds
-
         application = self._application(spec)
+        hook = detected_by(body) == DetectedBy.POST_SYNC_HOOK.value
+        resolving = asyncio.ensure_future(self._resolve_bounded(spec, targets, job.namespace, application, hook))
+        # Fields still to be written, with the next write: the Running write is coalesced with the first
+        # progress (or the verdict) when the expected images resolve within RUNNING_GRACE_SECONDS; only a
+        # slow resolution (a git read) gets a Running write of its own, so that startedAt (the deadline)
+        # survives a restart and the status says what it waits for.
+        pending: dict[str, Any] = {}
+        if status.get("phase") != Phase.RUNNING.value:
+            pending = {
+                "phase": Phase.RUNNING.value,
+                "startedAt": started_at,
+                "detectedBy": detected_by(body),
+                "message": "resolving the expected images",
+                "observedGeneration": (body.get("metadata") or {}).get("generation"),
+            }
+            done, _ = await asyncio.wait({resolving}, timeout=RUNNING_GRACE_SECONDS)
+            if not done:
+                await self._write(job, pending)
+                pending = {}
+        # Also on a resume: the operator may have died between its Running write and this Event.
+        await self.workers.api(
+            self.kube.post_event_once, job.body, "Normal", "Started", f"verifying {len(targets)} Deployments"
+        )
         try:
-            hook = detected_by(body) == DetectedBy.POST_SYNC_HOOK.value
-            expectations = await asyncio.to_thread(self._resolve, spec, targets, job.namespace, application, hook)
+            expectations = await resolving
         except ExpectationError as exc:
-            await self._finish(job, failed_before_start(exc.reason, exc.message), time.time())
+            verdict = failed_before_start(exc.reason, exc.message)
+            await self._finish(job, verdict, parse_iso(started_at), also=pending)
             return
         revision = expectations.revision or spec.revision
-        await self._write(
-            job,
-            {
-                "revision": revision,
-                "shortRevision": revision[:8] if revision else None,
-                "fromRevision": spec.fromRevision,
-                "message": f"expected images resolved from {expectations.source}; waiting for the rollouts",
-            },
+        pending.update(
+            revision=revision,
+            shortRevision=revision[:8] if revision else None,
+            fromRevision=spec.fromRevision,
         )
 
         last_written: Any = None
+        last_shape: Any = None
         last_write_at = 0.0
+        previous_fresh: tuple[Phase, Reason | None] | None = None
         while True:
             job.wakeup.clear()
             if (job.body.get("status") or {}).get("phase") in FINAL_PHASES:
                 return  # another writer recorded the verdict
             decided_by_change = job.last_change
             job.last_change = None
+            unsynced = self._unsynced(job)
+            if unsynced is not None and time.time() < deadline:
+                # Not judged on caches still listing (nor on ones the API server refuses): say why.
+                message = f"waiting for the caches: {unsynced}"
+                if message != (job.body.get("status") or {}).get("message"):
+                    await self._write(job, {**pending, "message": message})
+                    pending = {}
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(job.wakeup.wait(), timeout=deadline - time.time())
+                continue
             verdict = self._evaluate(
-                spec, targets, expectations, deadline_passed=time.time() >= deadline, from_hook=hook
+                spec,
+                targets,
+                expectations,
+                deadline_passed=time.time() >= deadline,
+                from_hook=hook,
+                # At the deadline without usable caches: judged on a fresh read alone.
+                read=await self.workers.api(self._read_fresh, targets) if unsynced is not None else None,
             )
-            if verdict.final:
-                await self._finish(job, verdict, parse_iso(started_at), decided_by_change)
+            wait = deadline - time.time()
+            if verdict.final and unsynced is not None:
+                await self._finish(job, verdict, parse_iso(started_at), decided_by_change, pending)
                 return
+            if verdict.final:
+                # A verdict is final, so it is decided on fresh facts: the caches may lag the API server.
+                fresh_facts = await self.workers.api(self._read_fresh, targets)
+                fresh = self._evaluate(
+                    spec,
+                    targets,
+                    expectations,
+                    deadline_passed=time.time() >= deadline,
+                    from_hook=hook,
+                    read=fresh_facts,
+                )
+                if fresh_read_agrees(verdict, fresh, previous_fresh):
+                    await self._finish(job, fresh, parse_iso(started_at), decided_by_change, pending)
+                    return
+                log.info(
+                    "%s/%s: the caches say %s, the API server says %s (%s); evaluating again",
+                    job.namespace,
+                    job.name,
+                    verdict.phase.value,
+                    fresh.phase.value,
+                    fresh.message,
+                )
+                previous_fresh = (fresh.phase, fresh.reason) if fresh.final else None
+                wait = min(max(wait, 0.0), RECHECK_SECONDS) or RECHECK_SECONDS
+                verdict = fresh if not fresh.final else verdict
+            else:
+                previous_fresh = None
             # Progress is written at most once per PROGRESS_INTERVAL: a rollout's many pod events must
             # not become as many status writes (each one delays the verdict's write behind it).
+            # A change of state (a condition, a target rolled out or verified) is written within a second;
+            # a change of counts only (2 of 3 updated) at most every PROGRESS_DETAIL_INTERVAL.
             progress = (verdict.message, [t.model_dump() for t in verdict.targets])
-            wait = deadline - time.time()
-            if progress != last_written:
+            shape = progress_shape(verdict)
+            if not verdict.final and progress != last_written:
                 since = time.monotonic() - last_write_at
-                if since >= PROGRESS_INTERVAL:
-                    await self._write(job, self._status_of(job, verdict))
-                    last_written, last_write_at = progress, time.monotonic()
+                interval = PROGRESS_INTERVAL if shape != last_shape else PROGRESS_DETAIL_INTERVAL
+                if since >= interval:
+                    await self._write(job, {**pending, **self._status_of(job, verdict)})
+                    last_written, last_shape, last_write_at = progress, shape, time.monotonic()
+                    pending = {}
                 else:
-                    wait = min(wait, PROGRESS_INTERVAL - since)
+                    wait = min(wait, interval - since)
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(job.wakeup.wait(), timeout=wait)
@@ -284,7 +379,7 @@ class VerificationRunner:
             return None
         return self.get_application(spec.application.namespace, spec.application.name)
 
-    def _resolve(
+    async def _resolve_bounded(
         self,
         spec: RollbackVerificationSpec,
         targets: list[Target],
@@ -292,15 +387,50 @@ class VerificationRunner:
         application: dict[str, Any] | None,
         during_sync: bool,
     ) -> Expectations:
-        return resolve_expectations(
-            spec,
-            targets,
-            application=application,
-            reader=self.reader,
-            read_secret=lambda name: self.kube.read_secret(namespace, name),
-            during_sync=during_sync,
-            repositories=self.repositories,
-        )
+        """Expected images, read in the git pool within its budget (a hanging remote ends in
+        ValuesUnavailable there, never in a wait of other verifications)."""
+
+        def resolve() -> Expectations:
+            return resolve_expectations(
+                spec,
+                targets,
+                application=application,
+                reader=self.reader,
+                read_secret=lambda name: self.kube.read_secret(namespace, name),
+                during_sync=during_sync,
+                repositories=self.repositories,
+            )
+
+        if all(t.image is not None for t in targets):
+            return resolve()  # images given in the spec: no values to read, nothing to wait for
+        try:
+            return await self.workers.git(git_repository(spec, application), resolve)
+        except GitBusy as exc:
+            raise ExpectationError(Reason.VALUES_UNAVAILABLE, str(exc)) from None
+
+    def _read_fresh(self, targets: list[Target]) -> Facts:
+        """The targets' Deployments and pods read from the API server now (in an API thread)."""
+        read: dict[tuple[str, str], tuple[DeploymentView | None, list[PodView]]] = {}
+        for t in targets:
+            ns = t.namespace or ""
+            obj = self.kube.read_deployment(ns, t.name)
+            if obj is None:
+                read[(ns, t.name)] = (None, [])
+                continue
+            view = deployment_view(obj)
+            selector = ",".join(f"{k}={v}" for k, v in sorted(view.selector.match_labels.items()))
+            read[(ns, t.name)] = (view, [pod_view(p) for p in self.kube.list_pods(ns, selector)])
+        return lambda ns, name: read.get((ns, name), (None, []))
+
+    def _cached(self, namespace: str, name: str) -> tuple[DeploymentView | None, list[PodView]]:
+        if self.caches is None:
+            return None, []
+        return self.caches.deployment(namespace, name), self.caches.pods(namespace)
+
+    def _unsynced(self, job: _Job) -> str | None:
+        if self.caches is None:
+            return "no caches"
+        return next((p for ns in sorted(job.cached_namespaces) if (p := self.caches.unsynced(ns)) is not None), None)
 
     def _evaluate(
         self,
@@ -310,17 +440,16 @@ class VerificationRunner:
         *,
         deadline_passed: bool,
         from_hook: bool,
+        read: Facts | None = None,
     ) -> Verdict:
+        """The verdict on the watch caches, or on what `read` returns (a fresh read) when given."""
+        read = read or self._cached
         inputs = []
         for t in targets:
             ns = t.namespace or ""
+            deployment, pods = read(ns, t.name)
             inputs.append(
-                TargetInput(
-                    target=t,
-                    expected=expectations.images[(ns, t.name)],
-                    deployment=self.get_deployment(ns, t.name),
-                    pods=list(self.get_pods(ns)),
-                )
+                TargetInput(target=t, expected=expectations.images[(ns, t.name)], deployment=deployment, pods=pods)
             )
         facts = None
         if spec.application is not None:
@@ -355,18 +484,23 @@ class VerificationRunner:
                 raise _AlreadyDecided
             rv = (job.body.get("metadata") or {}).get("resourceVersion")
             try:
-                job.body = await asyncio.to_thread(self.kube.patch_status, job.namespace, job.name, status, rv)
+                job.body = await self.workers.api(self.kube.patch_status, job.namespace, job.name, status, rv)
                 return
             except Conflict:
-                job.body = await asyncio.to_thread(self.kube.get_verification, job.namespace, job.name)
+                job.body = await self.workers.api(self.kube.get_verification, job.namespace, job.name)
         raise RuntimeError("status could not be written after 5 conflicting updates")
 
     async def _finish(
-        self, job: _Job, verdict: Verdict, started: float, decided_by_change: float | None = None
+        self,
+        job: _Job,
+        verdict: Verdict,
+        started: float,
+        decided_by_change: float | None = None,
+        also: Mapping[str, Any] | None = None,
     ) -> None:
         """Write the verdict exactly once; count it only if this write is the one that landed."""
         completed = time.time()
-        status = self._status_of(job, verdict)
+        status = {**(also or {}), **self._status_of(job, verdict)}
         status.update(completedAt=now_iso(completed), durationSeconds=round(completed - started, 1))
         if "startedAt" not in (job.body.get("status") or {}):
             status["startedAt"] = now_iso(started)
@@ -381,8 +515,47 @@ class VerificationRunner:
         self.metrics.record_verdict(app, verdict.phase.value, reason, completed - started, written)
         if decided_by_change is not None:
             self.metrics.verdict_latency.observe(max(written - decided_by_change, 0.0))
-        if verdict.phase == Phase.SUCCEEDED:
-            kopf.event(cast(kopf.Body, job.body), type="Normal", reason=reason, message=verdict.message)
-        else:
-            kopf.event(cast(kopf.Body, job.body), type="Warning", reason=reason, message=verdict.message)
+        kind = "Normal" if verdict.phase == Phase.SUCCEEDED else "Warning"
+        self._announced.add(str((job.body.get("metadata") or {}).get("uid")))
+        try:
+            await self.workers.api(self.kube.post_event_once, job.body, kind, reason, verdict.message)
+        except Exception as exc:  # the verdict is written: an Event that cannot be posted does not undo it
+            log.warning("%s/%s: cannot post the %s Event: %s", job.namespace, job.name, reason, exc)
         log.info("%s/%s: %s/%s: %s", job.namespace, job.name, verdict.phase.value, reason, verdict.message)
+
+
+def fresh_read_agrees(cached: Verdict, fresh: Verdict, previous_fresh: tuple[Phase, Reason | None] | None) -> bool:
+    """Whether the verdict the caches reached may be written, as decided on the fresh read.
+
+    Yes when the fresh read reaches the same phase. Also when the fresh read reached the same final
+    verdict on the previous evaluation too: two reads from the API server agree, and caches that stay
+    behind (a stream frozen until its client timeout) must not hold a verdict the facts support.
+    """
+    if not fresh.final:
+        return False
+    return fresh.phase == cached.phase or previous_fresh == (fresh.phase, fresh.reason)
+
+
+def git_repository(spec: RollbackVerificationSpec, application: Mapping[str, Any] | None) -> str:
+    """The repository a verification reads its values from: the key its git reads are bounded by."""
+    git = spec.valuesFrom.git if spec.valuesFrom else None
+    if git is not None and git.repoURL:
+        return git.repoURL
+    source = ((application or {}).get("spec") or {}).get("source") or {}
+    return str(source.get("repoURL") or "")
+
+
+def progress_shape(verdict: Verdict) -> tuple[Any, ...]:
+    """The state a progress write reports, without the counts: conditions and per-target flags."""
+    return (
+        verdict.phase,
+        tuple((c.type, c.status, c.reason) for c in verdict.conditions),
+        tuple((t.name, t.rolloutComplete, t.digestsVerified) for t in verdict.targets),
+    )
+
+
+def _completed(status: Mapping[str, Any]) -> float:
+    try:
+        return parse_iso(str(status.get("completedAt")))
+    except ValueError:
+        return 0.0

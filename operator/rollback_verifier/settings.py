@@ -29,6 +29,10 @@ class WatchedApplication(_Model):
     timeoutSeconds: Annotated[int, Field(ge=1, le=86400)] = DEFAULT_TIMEOUT_SECONDS
     requireApplicationHealthy: bool = True
     failOnOrphans: bool = False
+    # Detected verifications are audit records, but one per rollback forever would grow etcd without
+    # end: keep the newest this many (finished ones beyond are deleted; manual ones never), as Argo CD
+    # keeps 10 history entries.
+    historyLimit: Annotated[int, Field(ge=1, le=1000)] = 10
 
 
 class Detection(_Model):

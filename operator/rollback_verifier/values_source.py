@@ -353,12 +353,17 @@ class GitValuesReader:
             GIT_ASKPASS=str(self._askpass),
             GIT_ALLOW_PROTOCOL=":".join(self.protocols),
             LC_ALL="C",  # stable, English messages
+            # A remote that stops sending ends the transfer early, on every transport: http(s) below
+            # 1 KB/s for 30 s, ssh after two unanswered keepalives (below); the deadline kills the rest.
+            GIT_HTTP_LOW_SPEED_LIMIT="1000",
+            GIT_HTTP_LOW_SPEED_TIME="30",
         )
         if credentials.username:
             env[_ASKPASS_USERNAME_ENV] = credentials.username
         if credentials.password:
             env[_ASKPASS_PASSWORD_ENV] = credentials.password
         ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(self.timeout_seconds))}"]
+        ssh += ["-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=2"]
         if key_file is not None:
             ssh += ["-i", str(key_file), "-o", "IdentitiesOnly=yes"]
         if credentials.insecure:

@@ -146,6 +146,15 @@ def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvalu
     problem: Reason | None = None
     detail = ""
     notes: list[str] = []
+    unseen = d.available_replicas - len(ready_pods)
+    if policy != DigestPolicy.SPEC and unseen > 0:
+        # The pods judged must be the ones the Deployment counts: fewer seen (a lagging pod cache) is
+        # "not yet", never a pass on the pods that happen to be seen.
+        problem = Reason.DIGEST_MISMATCH
+        detail = (
+            f"{t.name}: {len(ready_pods)} ready pods seen of the {d.available_replicas} the Deployment counts"
+            " available; waiting to see them all"
+        )
     verified_all = bool(ready_pods) and expected.digest is not None and policy != DigestPolicy.SPEC
     for pod in sorted(ready_pods, key=lambda p: p.name):
         for name in checked:

@@ -163,3 +163,14 @@ def wait_verdict(cluster: Cluster, namespace: str, name: str, timeout: float) ->
 
     result: dict[str, Any] = cluster.wait_for(final, timeout, f"the verdict of {namespace}/{name}")
     return result
+
+
+def deploy_a_then_b(cluster: Cluster, namespace: str, repo: GitOpsRepo) -> tuple[str, str]:
+    """Revision 1 (images A) deployed, then revision 2 (B), both rolled out; returns their revisions."""
+    rev_a = repo.commit_values(images("A"), "release A")
+    helm_deploy(cluster, namespace, repo.values_at(rev_a))
+    rev_b = repo.commit_values(images("B"), "release B")
+    helm_deploy(cluster, namespace, repo.values_at(rev_b))
+    for d in ("agents", "agents-controllers"):
+        cluster.rollout_status(namespace, d)
+    return rev_a, rev_b

@@ -139,10 +139,14 @@ def running_operator(
     *,
     port: int | None = None,
     allow_local_repositories: bool = True,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
 ) -> Iterator[Operator]:
-    """The operator, with `settings` (a file). The tests, the demo and the bench keep their git
-    repositories on this machine (file:// URLs): unless told otherwise, the operator is allowed to read
-    local repositories, which its default settings refuse."""
+    """The operator as a host process, with `settings` (a file). The tests, the demo and the bench keep
+    their git repositories on this machine (file:// URLs): unless told otherwise, the operator is allowed
+    to read local repositories, which its default settings refuse. `env` adds to the cluster's
+    environment; with wait_ready=False it is handed over as soon as it runs (a caller that measures its
+    start-up waits itself)."""
     port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"operator-{port}.log"
@@ -154,10 +158,13 @@ def running_operator(
     args += ["--settings", str(effective)]
     args += extra or []
     log_file = log_path.open("w")
-    proc = subprocess.Popen(args, env=cluster.env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        args, env={**cluster.env, **(env or {})}, stdout=log_file, stderr=subprocess.STDOUT, text=True
+    )
     op = Operator(proc, port, log_path)
     try:
-        start_operator_wait(op)
+        if wait_ready:
+            start_operator_wait(op)
         yield op
     finally:
         op.stop()

@@ -18,7 +18,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.agents import VALUES_PATH, GitOpsRepo, expected, images, merge, release_images, wait_verdict
+from tests.e2e.agents import (
+    VALUES_PATH,
+    GitOpsRepo,
+    expected,
+    images,
+    merge,
+    release_images,
+    verification,
+    wait_verdict,
+)
 from tests.e2e.argocd import ArgoCD, CommandFailed
 from tests.e2e.support import Cluster, Operator, running_operator
 from tests.e2e.test_verifier import metric
@@ -335,3 +344,31 @@ def test_an_unknown_application_in_the_settings_is_said_once_and_harmless(scene:
         scene.cluster.wait_for(lambda: line in operator.log(), 30, "the operator to say the app does not exist")
         assert operator.log().count(line) == 1
         no_traceback(operator)
+
+
+def test_detected_verifications_beyond_the_history_limit_are_deleted_manual_ones_kept(scene: Scene) -> None:
+    from rollback_verifier.detection import APPLICATION_LABEL, DETECTED_BY_LABEL
+
+    # Three older detected verdicts and a manual one, finished before the rollback below.
+    missing = {"targets": [{"name": "gone", "image": expected("A")}], "timeoutSeconds": 1}
+    older = [f"{scene.app}-rollback-old-{i}" for i in range(3)]
+    with scene.operator(historyLimit=2):
+        for name in older:
+            labels = {APPLICATION_LABEL: scene.app, DETECTED_BY_LABEL: "ArgoCDHistory"}
+            scene.cluster.apply(verification(name, missing, labels=labels), scene.namespace)
+            wait_verdict(scene.cluster, scene.namespace, name, timeout=30)
+            time.sleep(1)  # creationTimestamp has a resolution of one second: keep the order unambiguous
+        scene.cluster.apply(verification("manual", missing, labels={APPLICATION_LABEL: scene.app}), scene.namespace)
+        wait_verdict(scene.cluster, scene.namespace, "manual", timeout=30)
+
+        scene.deploy(images("A"), "release A")
+        scene.deploy(images("B"), "release B")
+        scene.argo.rollback(scene.app)
+        newest = scene.name(scene.newest_id())
+        scene.verdict_of(scene.newest_id())
+
+        def kept() -> set[str] | None:
+            names = set(scene.verifications())
+            return names if names == {newest, older[2], "manual"} else None
+
+        scene.cluster.wait_for(kept, timeout=30, what="the two oldest detected verifications to be deleted")

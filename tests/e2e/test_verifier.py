@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.agents import (
     DIGESTS,
     GitOpsRepo,
+    deploy_a_then_b,
     expected,
     git_values_spec,
     helm_deploy,
@@ -35,12 +36,7 @@ def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Opera
 def rolled_back(cluster: Cluster, namespace: str, tmp_path: Path) -> tuple[GitOpsRepo, str, str]:
     """Revision 1 (images A) deployed, then revision 2 (B), then `helm rollback` to A."""
     repo = GitOpsRepo(tmp_path / "gitops")
-    rev_a = repo.commit_values(images("A"), "release A")
-    helm_deploy(cluster, namespace, repo.values_at(rev_a))
-    rev_b = repo.commit_values(images("B"), "release B")
-    helm_deploy(cluster, namespace, repo.values_at(rev_b))
-    for d in ("agents", "agents-controllers"):
-        cluster.rollout_status(namespace, d)
+    rev_a, rev_b = deploy_a_then_b(cluster, namespace, repo)
     cluster.helm("rollback", "agents", "1", "-n", namespace)
     return repo, rev_a, rev_b
 

@@ -51,7 +51,11 @@ def test_a_401_and_an_unreachable_server_say_what_to_do() -> None:
 
 def test_check_output_has_the_fields_of_the_cr_status() -> None:
     target = Target(name="agents", namespace="agents", image=IMAGE_A)
-    inputs = [TargetInput(target, parse_image(IMAGE_A), deployment_view(deployment()), [pod_view(pod("p1"))])]
+    inputs = [
+        TargetInput(
+            target, parse_image(IMAGE_A), deployment_view(deployment()), [pod_view(pod("p1")), pod_view(pod("p2"))]
+        )
+    ]
     verdict = decide(inputs, "Auto", None, deadline_passed=False)
     doc = status_document(verdict, started=1_800_000_000.0, completed=1_800_000_004.25, revision="5b72ee1e0123")
     assert RollbackVerificationStatus.model_validate(doc)  # exactly the CR status's schema

@@ -129,3 +129,41 @@ def test_the_verification_is_named_after_the_history_id_and_carries_the_settings
     assert spec["application"] == {"name": "agents", "namespace": "argocd"}
     assert spec["valuesFrom"] == {"git": {"path": "argocd/applications/agents/values.yaml"}}
     assert [t["name"] for t in spec["targets"]] == ["agents", "agents-controllers"]
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+
+def _rbv(name: str, created: str, phase: str | None, detected_by: str | None = "ArgoCDHistory") -> dict:
+    from rollback_verifier.detection import APPLICATION_LABEL, DETECTED_BY_LABEL
+
+    labels = {APPLICATION_LABEL: "agents"}
+    if detected_by is not None:
+        labels[DETECTED_BY_LABEL] = detected_by
+    status = {"phase": phase} if phase else {}
+    return {
+        "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": created, "labels": labels},
+        "status": status,
+    }
+
+
+def test_detected_verifications_beyond_the_limit_are_pruned_oldest_first_finished_only() -> None:
+    from rollback_verifier.detection import verifications_to_prune
+
+    items = [
+        _rbv("r5", "2026-01-05T00:00:00Z", None),  # newest, still running
+        _rbv("r4", "2026-01-04T00:00:00Z", "Succeeded"),
+        _rbv("r3", "2026-01-03T00:00:00Z", "Failed"),
+        _rbv("r2", "2026-01-02T00:00:00Z", "Running"),  # beyond the limit but running: kept for now
+        _rbv("r1", "2026-01-01T00:00:00Z", "Succeeded"),
+        _rbv("manual", "2025-01-01T00:00:00Z", "Succeeded", detected_by=None),
+        _rbv("labelled-manual", "2025-01-01T00:00:00Z", "Succeeded", detected_by="Manual"),
+    ]
+    assert verifications_to_prune(items, 2) == [("r3", "uid-r3"), ("r1", "uid-r1")]
+    assert verifications_to_prune(items, 10) == []
+
+
+def test_the_history_limit_defaults_to_argo_cds_ten() -> None:
+    from rollback_verifier.settings import WatchedApplication
+
+    assert WatchedApplication(name="agents").historyLimit == 10

@@ -140,7 +140,8 @@ def test_tag_only_expectations_pass_but_say_the_digest_is_unverified() -> None:
     tag_only = "registry.example/lab/jangar:aaa"
     target = Target(name="agents", namespace="agents", image=tag_only)
     dep = deployment(images={"app": tag_only})
-    pods = [pod("p", images={"app": tag_only}, image_ids={"app": "registry.example/lab/jangar@" + DIGEST_A})]
+    runtime = {"app": "registry.example/lab/jangar@" + DIGEST_A}
+    pods = [pod(p, images={"app": tag_only}, image_ids=runtime) for p in ("p1", "p2")]
     e = evaluate_target(
         TargetInput(target, parse_image(tag_only), deployment_view(dep), [pod_view(p) for p in pods]),
         "Strict",
@@ -330,3 +331,38 @@ def test_what_runs_is_reported_even_when_the_template_is_wrong() -> None:
     e = evaluate_target(inp(deployment(images={"app": IMAGE_B}), [pod("p", images={"app": IMAGE_B})]), "Auto")
     assert e.problem == Reason.IMAGE_MISMATCH
     assert e.status.observedImages == {"app": [f"registry.example/lab/jangar@{IMAGE_B.rsplit('@', 1)[1]}"]}
+
+
+# -- the pods judged cover what the Deployment counts (api.md, rule 3) --------------------------
+
+
+@pytest.mark.parametrize("policy", ["Strict", "Auto"])
+def test_no_pods_seen_while_the_deployment_counts_two_available_is_not_yet_never_a_pass(policy: str) -> None:
+    # The defect: a lagging pod cache showed no pods, and the verdict said "no pods run (0 replicas)".
+    e = evaluate_target(inp(pods=[]), policy)
+    assert e.problem == Reason.DIGEST_MISMATCH
+    assert "0 ready pods seen of the 2 the Deployment counts available" in e.detail
+    assert not e.status.digestsVerified
+    verdict = decide([inp(pods=[])], policy, None, deadline_passed=False)
+    assert verdict.phase == Phase.RUNNING
+
+
+@pytest.mark.parametrize("policy", ["Strict", "Auto"])
+def test_fewer_ready_pods_seen_than_available_is_not_yet(policy: str) -> None:
+    pods = [pod("agents-1"), pod("agents-2", ready=False)]
+    e = evaluate_target(inp(pods=pods), policy)
+    assert e.problem == Reason.DIGEST_MISMATCH and "1 ready pods seen of the 2" in e.detail
+
+
+def test_the_spec_policy_does_not_judge_pods_so_it_needs_none_seen() -> None:
+    assert evaluate_target(inp(pods=[]), "Spec").ok
+
+
+def test_zero_replicas_pass_on_the_template_alone() -> None:
+    e = evaluate_target(inp(deployment(replicas=0, updated=0, total=0, available=0), pods=[]), "Strict")
+    assert e.ok and "no pods run (0 replicas)" in (e.status.message or "")
+
+
+def test_pods_seen_covering_available_replicas_pass() -> None:
+    pods = [pod("agents-1"), pod("agents-2"), pod("agents-3")]  # a surge pod still counted ready
+    assert evaluate_target(inp(pods=pods), "Strict").ok

@@ -6,6 +6,8 @@
 #   cluster.sh down    stop every process and remove the cluster's files
 #   cluster.sh env     print `export KUBECONFIG=... RV_BIN_DIR=...` for the running cluster
 #   cluster.sh logs    print the tail of every component's log
+#   cluster.sh outage S  stop etcd and kube-apiserver for S seconds, then start what is not running
+#                      (kube-controller-manager and kube-scheduler exit when they lose their leases)
 #
 # Settings (environment): RV_CLUSTER_NAME (default rollback-verifier), RV_CACHE_DIR (default
 # ~/.cache/rollback-verifier), RV_CLUSTER_NODES (default 3), RV_CLUSTER_TIMEOUT (seconds, default 180),
@@ -118,6 +120,22 @@ cmd_down() {
   say "cluster '$name' is down"
 }
 
+cmd_outage() {
+  local seconds=${1:?usage: cluster.sh outage SECONDS} component pidfile
+  [ -d "$cluster_dir" ] || die "no cluster '$name' is up"
+  for component in kube-apiserver etcd; do
+    pidfile="$cluster_dir/pids/$component.pid"
+    # SIGKILL: a crash, and no graceful shutdown still running when kwokctl looks for what to start.
+    [ -f "$pidfile" ] && kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  say "etcd and kube-apiserver stopped for ${seconds}s"
+  sleep "$seconds"
+  # kwokctl starts every component that is not running (and leaves the running ones alone).
+  timeout "$timeout" "$(bin_dir)/kwokctl" start cluster --name "$name" >/dev/null 2>&1 \
+    || { print_logs; die "the cluster did not start again within ${timeout}s"; }
+  say "cluster '$name' is back"
+}
+
 cmd_env() {
   local bin=${1:-$(bin_dir)}
   [ -f "$kubeconfig" ] || die "no cluster '$name' is up (run: make cluster-up)"
@@ -129,5 +147,6 @@ case "${1:-}" in
   down) cmd_down ;;
   env) cmd_env ;;
   logs) print_logs ;;
-  *) echo "usage: $0 up|down|env|logs" >&2; exit 2 ;;
+  outage) cmd_outage "${2:-}" ;;
+  *) echo "usage: $0 up|down|env|logs|outage SECONDS" >&2; exit 2 ;;
 esac

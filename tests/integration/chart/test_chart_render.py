@@ -29,7 +29,7 @@ CORE: set[Key] = {
 }
 
 NAMESPACED_RULES = {
-    ("gitops.proompteng.ai", "rollbackverifications", ("create", "get", "list", "watch"), ()),
+    ("gitops.proompteng.ai", "rollbackverifications", ("create", "delete", "get", "list", "watch"), ()),
     ("gitops.proompteng.ai", "rollbackverifications/status", ("patch",), ()),
     ("apps", "deployments", ("get", "list", "watch"), ()),
     ("", "pods", ("get", "list", "watch"), ()),
@@ -396,6 +396,7 @@ def test_default_settings_file(render):
                     "timeoutSeconds": 600,
                     "requireApplicationHealthy": True,
                     "failOnOrphans": False,
+                    "historyLimit": 10,
                 }
             ],
         },
