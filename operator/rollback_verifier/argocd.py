@@ -1,5 +1,5 @@
 """What an Argo CD Application says about a sync, as pure functions of the object
-(field meanings: ../shared/spec/argocd-behaviour.md)."""
+(field meanings: docs/argocd-behaviour.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A real node joined to the local cluster: containerd (Debian's) and kubelet (built with the cluster
 binaries), started by hand in a scratch folder, with Debian's CNI bridge + host-local plugins.
 
-What this VM needs (../shared/spec/container-image.md): cgroupfs on hybrid cgroup v1, no swap
+What this VM needs (docs/container-image.md): cgroupfs on hybrid cgroup v1, no swap
 check, no CAP_SYS_RESOURCE (so containerd must not set a negative oom_score_adj), a node IP that is
 not loopback (the apiserver's certificate names the machine's IPs), and a taint, so that only pods
 that ask for the real node land on it (the e2e tests' fake pods stay on KWOK's nodes).
