@@ -509,6 +509,14 @@ class VerificationRunner:
             await self._write(job, status)
         except _AlreadyDecided:
             return  # a verdict is already recorded: never write (or count) a second one
+        except Exception:
+            # The verdict write was refused (an admission webhook, a quota). The Running fields it carried
+            # (startedAt: the deadline) are written on their own, so that a restart keeps the deadline and
+            # the object says it is Running while the verdict is retried.
+            if also:
+                with contextlib.suppress(Exception):
+                    await self._write(job, also)
+            raise
         written = time.time()
         app = str(((job.body.get("spec") or {}).get("application") or {}).get("name") or "")
         reason = verdict.reason.value if verdict.reason else ""
