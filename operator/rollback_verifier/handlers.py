@@ -118,8 +118,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     caches = TargetCaches(kube, on_target_change)
     runner.caches = caches
     detector = Detector(kube, metrics, reader, cfg.settings, workers)
-    if cfg.settings.detection.enabled:
-        metrics.preset_detections(a.name for a in cfg.settings.detection.applications)
+    watched = [a.name for a in cfg.settings.detection.applications] if cfg.settings.detection.enabled else []
+    metrics.preset_detections(watched)
+    metrics.preset_durations(["", *watched])
 
     def on_application(kind: str, name: str, app: dict[str, Any] | None) -> None:  # in the watch thread
         loop.call_soon_threadsafe(runner.nudge_application, apps.namespace, name, context=context)

@@ -10,10 +10,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from rollback_verifier.api import DetectedBy
+from rollback_verifier.api import DetectedBy, Phase
 
 # What the detector reports; Manual and PostSyncHook verifications are created by others.
 DETECTION_KINDS = (DetectedBy.ARGOCD_HISTORY, DetectedBy.REVISION_ANCESTRY, DetectedBy.CONTENT_REVERT)
+VERDICT_PHASES = (Phase.SUCCEEDED.value, Phase.FAILED.value)
 
 # Verifications take seconds to many minutes; verdict latency is sub-second by design.
 DURATION_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf"))
@@ -70,6 +71,14 @@ class Metrics:
         for application in applications:
             for kind in DETECTION_KINDS:
                 self.detected.labels(application, kind.value)
+
+    def preset_durations(self, applications: Iterable[str]) -> None:
+        """The duration histograms of the known applications ("" for manual verifications) exist from
+        the start, empty, for both verdicts: a dashboard's increase() then counts the first verdict
+        instead of seeing a series that appears with it already counted."""
+        for application in applications:
+            for phase in VERDICT_PHASES:
+                self.duration.labels(application, phase)
 
     def record_verdict(
         self, application: str, phase: str, reason: str, duration_seconds: float, completed_at: float

@@ -91,6 +91,7 @@ class Pod:
     network_namespace: Path
     api_host: str
     api_port: int
+    pod_ip: str = "127.0.0.1"  # the pod network namespace's address (only loopback in the runc tests)
     service_account_dir: Path | None = None
     seccomp_runtime_default: dict[str, Any] | None = None
     extra_read_only: list[tuple[Path, str]] = field(default_factory=list)  # (host path, container path)
@@ -159,6 +160,7 @@ def process_env(
         "metadata.name": pod.name,
         "metadata.namespace": pod.namespace,
         "spec.serviceAccountName": pod_spec.get("serviceAccountName", "default"),
+        "status.podIP": pod.pod_ip,
     }
     for item in container.get("env", []):
         if "value" in item:

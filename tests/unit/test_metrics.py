@@ -96,3 +96,17 @@ def test_detection_counters_of_watched_applications_start_at_zero():
     }
     kinds = {"ArgoCDHistory", "RevisionAncestry", "ContentRevert"}
     assert samples == {(app, kind): 0 for app in ("agents", "web") for kind in kinds}
+
+
+def test_duration_histograms_of_known_applications_exist_empty_before_any_verdict():
+    metrics = Metrics()
+    metrics.preset_durations(["", "agents"])
+    text = generate_latest(metrics.registry).decode()
+    for application in ("", "agents"):
+        for phase in ("Succeeded", "Failed"):
+            line = f'rollback_verification_duration_seconds_count{{application="{application}",phase="{phase}"}} 0.0'
+            assert line in text
+    metrics.record_verdict("agents", "Failed", "ImageMismatch", 3.0, 1.0)
+    assert 'rollback_verification_duration_seconds_count{application="agents",phase="Failed"} 1.0' in (
+        generate_latest(metrics.registry).decode()
+    )
