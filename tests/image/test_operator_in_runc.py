@@ -73,6 +73,9 @@ def scene(cluster: Cluster, namespace: str, image: Image, tmp_path: Path) -> Ite
         "controller": {"namespaces": [namespace]},
         "argocd": {"namespace": argocd_namespace},
         "detection": {"applications": [{"name": "agents", "verificationNamespace": namespace}]},
+        # The rollback's values come from a git repository mounted into the container (file://), which the
+        # chart's default trust settings refuse.
+        "trust": {"allowLocalRepositories": True},
     }
     # The chart's objects for real (CRD, ServiceAccount, Roles, ConfigMap); its Deployment lands on a
     # KWOK node, which runs no process: the process is the runc container below.
