@@ -37,7 +37,7 @@ from kubernetes.client.exceptions import ApiException
 
 from rollback_verifier.tools import BIN_DIR_ENV, ToolMissing, find_tool
 from tests.e2e.agents import CHART_PATH, VALUES_PATH, GitOpsRepo
-from tests.e2e.support import ROOT, Cluster
+from tests.e2e.support import ROOT, Cluster, stop_process
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "applications"
 IN_CLUSTER = "https://kubernetes.default.svc"
@@ -96,16 +96,6 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _end(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @dataclass(frozen=True)
@@ -377,7 +367,7 @@ class ArgoCD:
             self._wait_up(running)
         except BaseException:
             self._running.remove(running)
-            _end(running.process)
+            stop_process(running.process, timeout=10)
             raise
 
     def configure_notifications(self, data: Mapping[str, str]) -> None:
@@ -418,7 +408,7 @@ class ArgoCD:
     def stop(self) -> None:
         """Stop every process this object started (newest first): SIGTERM, then SIGKILL after 10 s."""
         while self._running:
-            _end(self._running.pop().process)
+            stop_process(self._running.pop().process, timeout=10)
         atexit.unregister(self.stop)
 
     def logs_tail(self) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from rollback_verifier.tools import find_tool
-from tests.e2e.support import ROOT, Cluster, free_port
+from tests.e2e.support import ROOT, Cluster, free_port, stop_process
 
 RULES = ROOT / "deploy" / "chart" / "files" / "rollback-verifier.rules.yaml"
 DASHBOARD = ROOT / "deploy" / "chart" / "files" / "rollback-verifier.dashboard.json"
@@ -203,16 +203,6 @@ def _ready(url: str, process: subprocess.Popen[bytes], log_path: Path, what: str
     Cluster.wait_for(check, 30, f"{what} to be ready")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @contextmanager
 def monitoring_stack(metrics_port: int, tmp: Path) -> Iterator[tuple[Prometheus, Received]]:
     """Alertmanager -> webhook receiver, and Prometheus scraping 127.0.0.1:metrics_port every second."""
@@ -260,9 +250,9 @@ def monitoring_stack(metrics_port: int, tmp: Path) -> Iterator[tuple[Prometheus,
                 _ready(f"{url}/-/ready", process, prom_log, "Prometheus")
                 yield Prometheus(url, process, prom_log), received
             finally:
-                _stop(process)
+                stop_process(process)
         finally:
-            _stop(alertmanager)
+            stop_process(alertmanager)
 
 
 def wait(check: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -93,6 +93,21 @@ class Cluster:
         self.kubectl("-n", namespace, "rollout", "status", f"deployment/{deployment}", f"--timeout={timeout}s")
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float = 20, kill: bool = False) -> None:
+    """End a process the tests started: SIGTERM (or SIGKILL), then SIGKILL if it outlives `timeout`."""
+    if process.poll() is not None:
+        return
+    if kill:
+        process.kill()
+    else:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,16 +129,7 @@ class Operator:
             return str(resp.read().decode())
 
     def stop(self, kill: bool = False) -> None:
-        if self.process.poll() is None:
-            if kill:
-                self.process.kill()
-            else:
-                self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, kill=kill)
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rollback_verifier.tools import find_tool
-from tests.e2e.support import Cluster, free_port
+from tests.e2e.support import Cluster, free_port, stop_process
 
 CNI_PLUGINS = Path("/usr/lib/cni")
 POD_LOGS = Path("/var/log/pods")  # kubelet's, not configurable
@@ -107,14 +107,8 @@ class RealNode:
 
     def _stop(self, name: str) -> None:
         process = self.processes.get(name)
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None:
+            stop_process(process, timeout=30)
 
     def _shim_pids(self) -> list[int]:
         """The shims of our containerd: they name its socket, unique to this node, in their arguments."""
