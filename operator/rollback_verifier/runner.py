@@ -299,6 +299,13 @@ class VerificationRunner:
         last_shape: Any = None
         last_write_at = 0.0
         previous_fresh: tuple[Phase, Reason | None] | None = None
+
+        def evaluate(read: Facts | None) -> Verdict:
+            """The verdict on the caches (read=None) or on a fresh read from the API server."""
+            return self._evaluate(
+                spec, targets, expectations, deadline_passed=time.time() >= deadline, from_hook=hook, read=read
+            )
+
         while True:
             job.wakeup.clear()
             if (job.body.get("status") or {}).get("phase") in FINAL_PHASES:
@@ -315,30 +322,15 @@ class VerificationRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(job.wakeup.wait(), timeout=deadline - time.time())
                 continue
-            verdict = self._evaluate(
-                spec,
-                targets,
-                expectations,
-                deadline_passed=time.time() >= deadline,
-                from_hook=hook,
-                # At the deadline without usable caches: judged on a fresh read alone.
-                read=await self.workers.api(self._read_fresh, targets) if unsynced is not None else None,
-            )
+            # At the deadline without usable caches: judged on a fresh read alone.
+            verdict = evaluate(await self.workers.api(self._read_fresh, targets) if unsynced is not None else None)
             wait = deadline - time.time()
             if verdict.final and unsynced is not None:
                 await self._finish(job, verdict, parse_iso(started_at), decided_by_change, pending)
                 return
             if verdict.final:
                 # A verdict is final, so it is decided on fresh facts: the caches may lag the API server.
-                fresh_facts = await self.workers.api(self._read_fresh, targets)
-                fresh = self._evaluate(
-                    spec,
-                    targets,
-                    expectations,
-                    deadline_passed=time.time() >= deadline,
-                    from_hook=hook,
-                    read=fresh_facts,
-                )
+                fresh = evaluate(await self.workers.api(self._read_fresh, targets))
                 if fresh_read_agrees(verdict, fresh, previous_fresh):
                     await self._finish(job, fresh, parse_iso(started_at), decided_by_change, pending)
                     return
