@@ -42,10 +42,11 @@ e2e: install tools ## the e2e suite on the local cluster (starts it, or uses RV_
 chaos: install tools ## the chaos and fault e2e tests (kill loop, control-plane outage, frozen API connections, hanging remotes, 200 at once), printing their figures
 	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest -s -p no:cacheprovider tests/e2e/test_chaos.py tests/e2e/test_faults.py
 
-lint: install ## ruff, mypy, and the CRD drift check
+lint: install ## ruff, mypy, the import contract (.importlinter) and the CRD drift check
 	@$(BIN)/ruff check operator tests bench demo
 	@$(BIN)/ruff format --check operator tests bench demo
 	@$(BIN)/mypy
+	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/pytest -q tests/unit/test_crd.py
 
 image: ## build the operator's image from the Dockerfile (docker, else buildah) into build/image/oci; prints its size

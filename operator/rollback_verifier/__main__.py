@@ -1,3 +1,3 @@
-from rollback_verifier.cli import main
+from rollback_verifier.cli.main import main
 
 raise SystemExit(main())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from rollback_verifier.api import RollbackVerificationStatus
+from rollback_verifier.api.models import RollbackVerificationStatus
 from tests.e2e.agents import VALUES_PATH, GitOpsRepo, expected, helm_deploy, images, merge
 from tests.e2e.argocd import ArgoCD
 from tests.e2e.support import Cluster

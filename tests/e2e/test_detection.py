@@ -347,7 +347,7 @@ def test_an_unknown_application_in_the_settings_is_said_once_and_harmless(scene:
 
 
 def test_detected_verifications_beyond_the_history_limit_are_deleted_manual_ones_kept(scene: Scene) -> None:
-    from rollback_verifier.detection import APPLICATION_LABEL, DETECTED_BY_LABEL
+    from rollback_verifier.core.detection import APPLICATION_LABEL, DETECTED_BY_LABEL
 
     # Three older detected verdicts and a manual one, finished before the rollback below.
     missing = {"targets": [{"name": "gone", "image": expected("A")}], "timeoutSeconds": 1}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rollback_verifier.metrics import Metrics
+from rollback_verifier.controller.metrics import Metrics
 from tests.e2e.agents import VALUES_PATH, GitOpsRepo, helm_deploy, images, verification, wait_verdict
 from tests.e2e.support import Cluster
 from tests.image.netns import network_namespace

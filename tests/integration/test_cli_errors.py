@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rollback_verifier.crd import CRD_FILE_NAME, render_crd
+from rollback_verifier.api.crd import CRD_FILE_NAME, render_crd
 from tests.e2e.support import free_port
 
 IMAGE = "registry.example/lab/jangar:aaa@sha256:" + "a" * 64

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from rollback_verifier import values_source
-from rollback_verifier.values_source import (
+from rollback_verifier.values import sources as values_source
+from rollback_verifier.values.sources import (
     GitCredentials,
     GitValuesReader,
     ValuesUnavailable,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rollback_verifier.argocd import application_health, orphans_of
+from rollback_verifier.core.argocd import application_health, orphans_of
 
 
 def test_orphans_come_from_requires_pruning_and_from_the_last_operations_prune_skips() -> None:
@@ -44,7 +44,7 @@ def test_application_health() -> None:
 
 
 def test_operation_running() -> None:
-    from rollback_verifier.argocd import operation_running
+    from rollback_verifier.core.argocd import operation_running
 
     assert not operation_running(None) and not operation_running({"status": {}})
     assert operation_running({"operation": {"sync": {}}})

@@ -9,15 +9,15 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from rollback_verifier.api import RollbackVerificationStatus, Target
-from rollback_verifier.commands.check import status_document
-from rollback_verifier.detector import Detector
-from rollback_verifier.images import parse_image
-from rollback_verifier.kube import cluster_problem
-from rollback_verifier.metrics import Metrics
-from rollback_verifier.rollout import deployment_view, pod_view
-from rollback_verifier.settings import Settings
-from rollback_verifier.verdict import TargetInput, decide
+from rollback_verifier.api.models import RollbackVerificationStatus, Target
+from rollback_verifier.api.settings import Settings
+from rollback_verifier.cli.check import status_document
+from rollback_verifier.controller.detector import Detector
+from rollback_verifier.controller.kube import cluster_problem
+from rollback_verifier.controller.metrics import Metrics
+from rollback_verifier.core.images import parse_image
+from rollback_verifier.core.rollout import deployment_view, pod_view
+from rollback_verifier.core.verdict import TargetInput, decide
 from tests.unit.factories import IMAGE_A, deployment, pod
 
 HOST = "https://10.0.0.1:6443"

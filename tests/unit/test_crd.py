@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rollback_verifier.crd import CRD_FILE_NAME, build_crd, render_crd
+from rollback_verifier.api.crd import CRD_FILE_NAME, build_crd, render_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = [ROOT / "deploy" / "crds" / CRD_FILE_NAME, ROOT / "deploy" / "chart" / "crds" / CRD_FILE_NAME]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rollback_verifier.api import DetectedBy
-from rollback_verifier.detection import (
+from rollback_verifier.api.models import DetectedBy
+from rollback_verifier.api.settings import WatchedApplication
+from rollback_verifier.core.detection import (
     HistoryEntry,
     by_ancestry,
     by_content,
@@ -15,7 +16,6 @@ from rollback_verifier.detection import (
     verification_manifest,
     verification_name,
 )
-from rollback_verifier.settings import WatchedApplication
 
 
 def app(*revisions: str | list[str], start_id: int = 0, deployed_at: str = "2026-11-26T10:00:00Z") -> dict:
@@ -135,7 +135,7 @@ def test_the_verification_is_named_after_the_history_id_and_carries_the_settings
 
 
 def _rbv(name: str, created: str, phase: str | None, detected_by: str | None = "ArgoCDHistory") -> dict:
-    from rollback_verifier.detection import APPLICATION_LABEL, DETECTED_BY_LABEL
+    from rollback_verifier.core.detection import APPLICATION_LABEL, DETECTED_BY_LABEL
 
     labels = {APPLICATION_LABEL: "agents"}
     if detected_by is not None:
@@ -148,7 +148,7 @@ def _rbv(name: str, created: str, phase: str | None, detected_by: str | None = "
 
 
 def test_detected_verifications_beyond_the_limit_are_pruned_oldest_first_finished_only() -> None:
-    from rollback_verifier.detection import verifications_to_prune
+    from rollback_verifier.core.detection import verifications_to_prune
 
     items = [
         _rbv("r5", "2026-01-05T00:00:00Z", None),  # newest, still running
@@ -164,6 +164,6 @@ def test_detected_verifications_beyond_the_limit_are_pruned_oldest_first_finishe
 
 
 def test_the_history_limit_defaults_to_argo_cds_ten() -> None:
-    from rollback_verifier.settings import WatchedApplication
+    from rollback_verifier.api.settings import WatchedApplication
 
     assert WatchedApplication(name="agents").historyLimit == 10

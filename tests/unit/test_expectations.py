@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rollback_verifier.api import Reason, RollbackVerificationSpec, parse_spec
-from rollback_verifier.expectations import ExpectationError, deployed_revision, resolve_expectations
+from rollback_verifier.api.models import Reason, RollbackVerificationSpec, parse_spec
+from rollback_verifier.values.expectations import ExpectationError, deployed_revision, resolve_expectations
 from tests.unit.factories import DIGEST_A, DIGEST_B
 
 HELM_VALUES_A = f"""

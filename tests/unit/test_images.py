@@ -10,8 +10,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rollback_verifier.api import Target
-from rollback_verifier.images import (
+from rollback_verifier.api.models import Target
+from rollback_verifier.core.images import (
     REFERENCE_MAX_LENGTH,
     ImageRef,
     InvalidImageReference,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rollback_verifier.kubectl_plugin import AGAIN_ANNOTATION, again_manifest, describe_text, list_table
+from rollback_verifier.cli.kubectl_plugin import AGAIN_ANNOTATION, again_manifest, describe_text, list_table
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 

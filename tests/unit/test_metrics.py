@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rollback_verifier.metrics import Metrics, object_labels
+from rollback_verifier.controller.metrics import Metrics, object_labels
 
 
 def rbv(uid: str, app: str | None = "agents", phase: str | None = None, reason: str | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rollback_verifier.rollout import (
+from rollback_verifier.core.rollout import (
     LabelSelector,
     deployment_view,
     evaluate_rollout,

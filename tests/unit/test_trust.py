@@ -7,19 +7,21 @@ import base64
 
 import pytest
 
-from rollback_verifier.api import Reason, parse_spec
-from rollback_verifier.expectations import ExpectationError, resolve_expectations
-from rollback_verifier.settings import Settings
-from rollback_verifier.trust import (
+from rollback_verifier.api.models import Reason, parse_spec
+from rollback_verifier.api.settings import Settings
+from rollback_verifier.core.trust import (
     NamespacePolicy,
     Refused,
     RepositoryPolicy,
     check_reach,
     check_repo_url,
     credentials_apply,
+    namespace_policy,
     normalize_git_url,
     repository_credentials,
+    repository_policy,
 )
+from rollback_verifier.values.expectations import ExpectationError, resolve_expectations
 
 STRICT = RepositoryPolicy()
 LOCAL = RepositoryPolicy(allow_local=True)
@@ -319,11 +321,11 @@ def test_the_settings_map_detections_namespaces_for_the_verifications_it_creates
             "trust": {"targetNamespaces": {"team-a": ["team-a-canary"]}},
         }
     )
-    policy = settings.namespace_policy()
+    policy = namespace_policy(settings)
     assert policy.reachable("agents") == {"agents", "agents-workers"}
     assert policy.reachable("team-a") == {"team-a", "team-a-canary"}
     assert policy.applications == {"agents": {("argocd", "agents")}}
-    assert settings.repository_policy() == RepositoryPolicy(allow_local=False)
+    assert repository_policy(settings) == RepositoryPolicy(allow_local=False)
 
 
 def test_the_defaults_are_the_strictest() -> None:
@@ -332,7 +334,7 @@ def test_the_defaults_are_the_strictest() -> None:
 
 
 def test_a_metrics_address_that_is_not_an_ip_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    from rollback_verifier.cli import EXIT_USAGE, main
+    from rollback_verifier.cli.main import EXIT_USAGE, main
 
     assert main(["run", "--namespace", "x", "--metrics-address", "everywhere"]) == EXIT_USAGE
     assert "--metrics-address 'everywhere' is not an IP address" in capsys.readouterr().err

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from rollback_verifier.api import Target
-from rollback_verifier.images import resolve_expected_image
-from rollback_verifier.values_source import ValuesUnavailable, values_from_helm_source
+from rollback_verifier.api.models import Target
+from rollback_verifier.core.images import resolve_expected_image
+from rollback_verifier.values.sources import ValuesUnavailable, values_from_helm_source
 
 DIGEST = "sha256:" + "d" * 64
 

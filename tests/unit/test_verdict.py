@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from rollback_verifier.api import Condition, OrphanedResource, Phase, Reason, Target
-from rollback_verifier.images import parse_image
-from rollback_verifier.rollout import deployment_view, pod_view
-from rollback_verifier.verdict import (
+from rollback_verifier.api.models import Condition, OrphanedResource, Phase, Reason, Target
+from rollback_verifier.core.images import parse_image
+from rollback_verifier.core.rollout import deployment_view, pod_view
+from rollback_verifier.core.verdict import (
     ApplicationFacts,
     TargetInput,
     decide,

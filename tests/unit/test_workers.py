@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from rollback_verifier.api import Phase, Reason, RollbackVerificationSpec
-from rollback_verifier.runner import fresh_read_agrees, git_repository
-from rollback_verifier.verdict import Verdict
-from rollback_verifier.workers import GitBusy, Workers
+from rollback_verifier.api.models import Phase, Reason, RollbackVerificationSpec
+from rollback_verifier.controller.runner import fresh_read_agrees, git_repository
+from rollback_verifier.controller.workers import GitBusy, Workers
+from rollback_verifier.core.verdict import Verdict
 
 
 def test_reads_of_a_hanging_repository_hold_one_thread_each_at_most_and_others_go_on() -> None:
@@ -87,11 +87,11 @@ def test_git_reads_are_keyed_by_the_values_repository_or_the_applications_source
 
 
 def test_a_progress_of_counts_only_keeps_its_shape_and_a_rolled_out_target_changes_it() -> None:
-    from rollback_verifier.api import Target
-    from rollback_verifier.images import parse_image
-    from rollback_verifier.rollout import deployment_view, pod_view
-    from rollback_verifier.runner import progress_shape
-    from rollback_verifier.verdict import TargetInput, decide
+    from rollback_verifier.api.models import Target
+    from rollback_verifier.controller.runner import progress_shape
+    from rollback_verifier.core.images import parse_image
+    from rollback_verifier.core.rollout import deployment_view, pod_view
+    from rollback_verifier.core.verdict import TargetInput, decide
     from tests.unit.factories import IMAGE_A, deployment, pod
 
     target = Target(name="agents", namespace="agents", image=IMAGE_A)

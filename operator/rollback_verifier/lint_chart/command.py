@@ -18,7 +18,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from rollback_verifier.cli import EXIT_FAILED, EXIT_OK, UsageError
+from rollback_verifier.errors import EXIT_FAILED, EXIT_OK, UsageError
 from rollback_verifier.lint_chart import git as git_ref
 from rollback_verifier.lint_chart import report, rules
 from rollback_verifier.lint_chart.model import RISK_LABELS, ChartSnapshot, InputError, Risk

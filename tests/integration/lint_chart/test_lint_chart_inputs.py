@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rollback_verifier import cli
+from rollback_verifier.cli import main as cli
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "lint-chart"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("rollback-verifier")

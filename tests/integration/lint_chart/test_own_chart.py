@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rollback_verifier import cli
+from rollback_verifier.cli import main as cli
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "deploy" / "chart"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rollback_verifier.cli import main
+from rollback_verifier.cli.main import main
 from tests.e2e.support import ROOT
 
 OLD = ROOT / "tests" / "fixtures" / "charts" / "agents"

@@ -11,8 +11,13 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from rollback_verifier.api import Target
-from rollback_verifier.detection import (
+from rollback_verifier.api.models import Target
+from rollback_verifier.api.settings import Settings, WatchedApplication
+from rollback_verifier.controller.kube import Kube
+from rollback_verifier.controller.metrics import Metrics
+from rollback_verifier.controller.workers import Workers
+from rollback_verifier.core.credentials import GitCredentials
+from rollback_verifier.core.detection import (
     APPLICATION_LABEL,
     HistoryEntry,
     Images,
@@ -25,17 +30,12 @@ from rollback_verifier.detection import (
     verification_manifest,
     verifications_to_prune,
 )
-from rollback_verifier.images import InvalidImageReference, InvalidImageValues, resolve_expected_image
-from rollback_verifier.kube import Kube
-from rollback_verifier.metrics import Metrics
-from rollback_verifier.settings import Settings, WatchedApplication
-from rollback_verifier.values_source import (
-    GitCredentials,
+from rollback_verifier.core.images import InvalidImageReference, InvalidImageValues, resolve_expected_image
+from rollback_verifier.values.sources import (
     GitValuesReader,
     ValuesUnavailable,
     values_from_helm_source,
 )
-from rollback_verifier.workers import Workers
 
 log = logging.getLogger(__name__)
 

@@ -9,16 +9,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from rollback_verifier.api import Reason, RollbackVerificationSpec, Target
-from rollback_verifier.images import (
+from rollback_verifier.api.models import Reason, RollbackVerificationSpec, Target
+from rollback_verifier.core.credentials import GitCredentials
+from rollback_verifier.core.images import (
     ImageRef,
     InvalidImageReference,
     InvalidImageValues,
     resolve_expected_image,
 )
-from rollback_verifier.trust import Refused, RepositoryPolicy, check_repo_url, repository_credentials
-from rollback_verifier.values_source import (
-    GitCredentials,
+from rollback_verifier.core.trust import Refused, RepositoryPolicy, check_repo_url, repository_credentials
+from rollback_verifier.values.sources import (
     GitValuesReader,
     ValuesUnavailable,
     values_from_helm_source,

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from rollback_verifier.api import (
+from rollback_verifier.api.models import (
     DEFAULT_TARGETS,
     ApplicationRef,
     DetectedBy,
@@ -30,11 +30,11 @@ from rollback_verifier.api import (
     Target,
     ValuesFrom,
 )
-from rollback_verifier.cli import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, UsageError
-from rollback_verifier.images import ImageRef, InvalidImageReference, InvalidImageValues, resolve_expected_image
-from rollback_verifier.rollout import deployment_view, pod_view
-from rollback_verifier.trust import RepositoryPolicy
-from rollback_verifier.verdict import TargetInput, Verdict, decide, merge_conditions
+from rollback_verifier.core.images import ImageRef, InvalidImageReference, InvalidImageValues, resolve_expected_image
+from rollback_verifier.core.rollout import deployment_view, pod_view
+from rollback_verifier.core.trust import RepositoryPolicy
+from rollback_verifier.core.verdict import TargetInput, Verdict, decide, merge_conditions
+from rollback_verifier.errors import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, UsageError
 
 OUTPUTS = ("table", "json", "yaml")
 
@@ -183,8 +183,8 @@ def application_expectations(
 ) -> tuple[dict[str, ImageRef], str | None]:
     """Expected images (and the revision) from the Application's history entry, with the operator's own
     resolution: the entry's inline Helm values, or the values file in git at the entry's revision."""
-    from rollback_verifier.expectations import ExpectationError, resolve_expectations
-    from rollback_verifier.values_source import GitValuesReader
+    from rollback_verifier.values.expectations import ExpectationError, resolve_expectations
+    from rollback_verifier.values.sources import GitValuesReader
 
     where = f"{args.application_namespace}/{args.application}"
     if application is None:
@@ -295,7 +295,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         expected = expected_images(targets, values)
 
-    from rollback_verifier.kube import cluster_errors, connect
+    from rollback_verifier.controller.kube import cluster_errors, connect
 
     kube = connect(args.kubeconfig, args.context)
     started = time.time()

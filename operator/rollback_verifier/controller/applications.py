@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollback_verifier.informer import Informer, Listener
-from rollback_verifier.kube import ARGO_GROUP, ARGO_PLURAL, ARGO_VERSION, Kube
+from rollback_verifier.controller.informer import Informer, Listener
+from rollback_verifier.controller.kube import ARGO_GROUP, ARGO_PLURAL, ARGO_VERSION, Kube
 
 # Without Argo CD's Application CRD (HTTP 404): retry, backing off to a rare check, so an operator on a
 # cluster without Argo CD makes almost no requests.

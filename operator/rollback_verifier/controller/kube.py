@@ -15,7 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from rollback_verifier import GROUP, PLURAL, VERSION
-from rollback_verifier.cli import ClusterError, UsageError
+from rollback_verifier.errors import ClusterError, UsageError
 
 ARGO_GROUP, ARGO_VERSION, ARGO_PLURAL = "argoproj.io", "v1alpha1", "applications"
 # Client-side timeout of every plain request: a hung API server must not hang a verification.

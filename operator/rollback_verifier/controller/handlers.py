@@ -1,6 +1,6 @@
 """Kopf handlers: translate watch events into calls of the runner (and, later, detection).
 
-Importing this module registers the handlers with kopf's default registry; `commands/run.py`
+Importing this module registers the handlers with kopf's default registry; `cli/run.py`
 imports it and starts kopf. Nothing here decides anything: the core does.
 """
 
@@ -20,16 +20,17 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rollback_verifier import GROUP, PLURAL, VERSION
-from rollback_verifier.applications import application_watcher
-from rollback_verifier.detector import Detector
-from rollback_verifier.informer import Informer
-from rollback_verifier.kube import Kube, load_client_config
-from rollback_verifier.metrics import Metrics
-from rollback_verifier.runner import VerificationRunner
-from rollback_verifier.settings import Settings
-from rollback_verifier.target_caches import TargetCaches
-from rollback_verifier.values_source import GitValuesReader
-from rollback_verifier.workers import Workers
+from rollback_verifier.api.settings import Settings
+from rollback_verifier.controller.applications import application_watcher
+from rollback_verifier.controller.detector import Detector
+from rollback_verifier.controller.informer import Informer
+from rollback_verifier.controller.kube import Kube, load_client_config
+from rollback_verifier.controller.metrics import Metrics
+from rollback_verifier.controller.runner import VerificationRunner
+from rollback_verifier.controller.target_caches import TargetCaches
+from rollback_verifier.controller.workers import Workers
+from rollback_verifier.core.trust import git_protocols, namespace_policy, repository_policy
+from rollback_verifier.values.sources import GitValuesReader
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Tasks started from the watch threads run in kopf's context, so that they can post Events.
     context = contextvars.copy_context()
     cfg.cache_dir.mkdir(parents=True, exist_ok=True)
-    reader = GitValuesReader(cfg.cache_dir / "git", protocols=cfg.settings.git_protocols())
+    reader = GitValuesReader(cfg.cache_dir / "git", protocols=git_protocols(cfg.settings))
     workers = Workers(budget_seconds=reader.timeout_seconds)
     runner = VerificationRunner(
         kube,
@@ -107,8 +108,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         reader,
         # Only Argo CD's namespace is watched (and granted): an Application elsewhere reads as not found.
         get_application=lambda ns, name: apps.get(name) if ns == apps.namespace else None,
-        namespaces=cfg.settings.namespace_policy(),
-        repositories=cfg.settings.repository_policy(_api_server_hosts(kube.api_client)),
+        namespaces=namespace_policy(cfg.settings),
+        repositories=repository_policy(cfg.settings, _api_server_hosts(kube.api_client)),
         workers=workers,
     )
 

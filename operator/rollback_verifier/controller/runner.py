@@ -22,7 +22,7 @@ import kopf
 from pydantic import ValidationError
 
 from rollback_verifier import LABEL_PREFIX
-from rollback_verifier.api import (
+from rollback_verifier.api.models import (
     FINAL_PHASES,
     Condition,
     DetectedBy,
@@ -32,15 +32,14 @@ from rollback_verifier.api import (
     Target,
     parse_spec,
 )
-from rollback_verifier.argocd import application_health, operation_running, orphans_of
-from rollback_verifier.expectations import ExpectationError, Expectations, resolve_expectations
-from rollback_verifier.kube import Conflict, Kube
-from rollback_verifier.metrics import Metrics
-from rollback_verifier.rollout import DeploymentView, PodView, deployment_view, pod_view
-from rollback_verifier.target_caches import TargetCaches
-from rollback_verifier.trust import NamespacePolicy, Refused, RepositoryPolicy, check_reach
-from rollback_verifier.values_source import GitValuesReader
-from rollback_verifier.verdict import (
+from rollback_verifier.controller.kube import Conflict, Kube
+from rollback_verifier.controller.metrics import Metrics
+from rollback_verifier.controller.target_caches import TargetCaches
+from rollback_verifier.controller.workers import GitBusy, Workers
+from rollback_verifier.core.argocd import application_health, operation_running, orphans_of
+from rollback_verifier.core.rollout import DeploymentView, PodView, deployment_view, pod_view
+from rollback_verifier.core.trust import NamespacePolicy, Refused, RepositoryPolicy, check_reach
+from rollback_verifier.core.verdict import (
     ApplicationFacts,
     TargetInput,
     Verdict,
@@ -48,7 +47,8 @@ from rollback_verifier.verdict import (
     failed_before_start,
     merge_conditions,
 )
-from rollback_verifier.workers import GitBusy, Workers
+from rollback_verifier.values.expectations import ExpectationError, Expectations, resolve_expectations
+from rollback_verifier.values.sources import GitValuesReader
 
 log = logging.getLogger(__name__)
 

@@ -13,29 +13,15 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from rollback_verifier.errors import EXIT_CLUSTER, EXIT_CODES_HELP, EXIT_USAGE, ClusterError, UsageError
+
 # module name -> the subcommands it registers; imported lazily so `crds` never loads kopf.
 SUBCOMMAND_MODULES = (
-    "rollback_verifier.commands.crds",
-    "rollback_verifier.commands.run",
-    "rollback_verifier.commands.check",
+    "rollback_verifier.cli.crds",
+    "rollback_verifier.cli.run",
+    "rollback_verifier.cli.check",
     "rollback_verifier.lint_chart.command",
 )
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CLUSTER = 0, 1, 2, 3
-
-EXIT_CODES_HELP = (
-    "exit codes: 0 success (check: verified), 1 verification failed (lint-chart: a finding at --fail-on), "
-    "2 bad usage or bad input, 3 the cluster could not be reached or read "
-    "(unreachable, unusable kubeconfig, credentials refused, access denied)"
-)
-
-
-class UsageError(Exception):
-    """Bad usage or bad input: printed as one line, exit code 2."""
-
-
-class ClusterError(Exception):
-    """The cluster could not be reached or read: printed as one line, exit code 3."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from rollback_verifier import GROUP, KIND, PLURAL, VERSION
-from rollback_verifier.api import RollbackVerificationSpec, RollbackVerificationStatus
+from rollback_verifier.api.models import RollbackVerificationSpec, RollbackVerificationStatus
 
 CRD_FILE_NAME = f"{PLURAL}.{GROUP}.yaml"
 # JSON Schema keywords that structural schemas keep as they are.
@@ -162,5 +162,5 @@ def build_crd() -> dict[str, Any]:
 
 
 def render_crd() -> str:
-    header = "# Generated from operator/rollback_verifier/api.py by `rollback-verifier crds`. Do not edit.\n"
+    header = "# Generated from operator/rollback_verifier/api/models.py by `rollback-verifier crds`. Do not edit.\n"
     return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rollback_verifier.api import Target
+    from rollback_verifier.api.models import Target
 
 DEFAULT_REGISTRY = "docker.io"
 LEGACY_DEFAULT_REGISTRY = "index.docker.io"

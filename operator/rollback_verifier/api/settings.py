@@ -8,8 +8,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rollback_verifier.api import DEFAULT_TARGETS, DEFAULT_TIMEOUT_SECONDS, K8S_NAME, Target, ValuesFrom
-from rollback_verifier.trust import NamespacePolicy, RepositoryPolicy
+from rollback_verifier.api.models import DEFAULT_TARGETS, DEFAULT_TIMEOUT_SECONDS, K8S_NAME, Target, ValuesFrom
 
 DEFAULT_VALUES_PATH = "argocd/applications/agents/values.yaml"
 
@@ -60,27 +59,6 @@ class Settings(_Model):
     argocdNamespace: Annotated[str, Field(pattern=K8S_NAME)] = "argocd"
     detection: Detection = Field(default_factory=Detection)
     trust: Trust = Field(default_factory=Trust)
-
-    def repository_policy(self, local_hosts: frozenset[str] = frozenset()) -> RepositoryPolicy:
-        return RepositoryPolicy(allow_local=self.trust.allowLocalRepositories, local_hosts=local_hosts)
-
-    def git_protocols(self) -> tuple[str, ...]:
-        """The transports git itself may use (GIT_ALLOW_PROTOCOL), as the trust rules allow them."""
-        return ("https", "http", "ssh", "file") if self.trust.allowLocalRepositories else ("https", "http", "ssh")
-
-    def namespace_policy(self) -> NamespacePolicy:
-        """The settings' namespace map, plus what detection needs for the verifications it creates: its
-        verificationNamespace may target its targets' namespaces and name the watched Application."""
-        targets: dict[str, set[str]] = {ns: set(others) for ns, others in self.trust.targetNamespaces.items()}
-        applications: dict[str, set[tuple[str, str]]] = {}
-        for app in self.detection.applications:  # also when detection is off: PostSync hooks create them too
-            own = app.verificationNamespace
-            targets.setdefault(own, set()).update(t.namespace for t in app.targets if t.namespace)
-            applications.setdefault(own, set()).add((app.namespace, app.name))
-        return NamespacePolicy(
-            target_namespaces={ns: frozenset(others) for ns, others in targets.items()},
-            applications={ns: frozenset(apps) for ns, apps in applications.items()},
-        )
 
 
 class SettingsError(ValueError):

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from rollback_verifier.informer import Informer
-from rollback_verifier.kube import Kube
-from rollback_verifier.rollout import DeploymentView, PodView, deployment_view, pod_view
+from rollback_verifier.controller.informer import Informer
+from rollback_verifier.controller.kube import Kube
+from rollback_verifier.core.rollout import DeploymentView, PodView, deployment_view, pod_view
 
 V = TypeVar("V")
 

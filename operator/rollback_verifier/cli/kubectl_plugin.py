@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rollback_verifier import GROUP, KIND, LABEL_PREFIX, VERSION
-from rollback_verifier.cli import EXIT_CODES_HELP, EXIT_OK, UsageError, run_command
+from rollback_verifier.cli.main import run_command
+from rollback_verifier.errors import EXIT_CODES_HELP, EXIT_OK, UsageError
 
 APPLICATION_LABEL = f"{LABEL_PREFIX}application"
 AGAIN_ANNOTATION = f"{LABEL_PREFIX}verify-again-of"
@@ -211,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _connect_and_run(args: argparse.Namespace) -> int:
-    from rollback_verifier.kube import cluster_errors, connect, context_namespace
+    from rollback_verifier.controller.kube import cluster_errors, connect, context_namespace
 
     kube = connect(args.kubeconfig, args.context)
     namespace = args.namespace or context_namespace(args.kubeconfig, args.context)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from rollback_verifier.api import (
+from rollback_verifier.api.models import (
     Condition,
     DigestPolicy,
     OrphanedResource,
@@ -23,14 +23,14 @@ from rollback_verifier.api import (
     Target,
     TargetStatus,
 )
-from rollback_verifier.images import (
+from rollback_verifier.core.images import (
     ImageRef,
     digest_from_image_id,
     digest_matches,
     same_repository,
     template_image_matches,
 )
-from rollback_verifier.rollout import DeploymentView, PodView, evaluate_rollout, pods_of
+from rollback_verifier.core.rollout import DeploymentView, PodView, evaluate_rollout, pods_of
 
 # When several things are wrong at the deadline, the reason is the first of these that applies:
 # the most fundamental cause first (a missing Deployment explains everything after it).

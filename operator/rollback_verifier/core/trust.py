@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from rollback_verifier.values_source import GitCredentials, redact_url
+from rollback_verifier.api.settings import Settings
+from rollback_verifier.core.credentials import GitCredentials, redact_url
 
 ALLOW_LOCAL_SETTING = "trust.allowLocalRepositories"
 TARGET_NAMESPACES_SETTING = "trust.targetNamespaces"
@@ -295,3 +296,30 @@ def check_reach(
         destination = (application_object.get("spec") or {}).get("destination") or {}
         found = destination.get("namespace")
         check_application(namespace, application, str(found) if found else None, policy)
+
+
+# --- The policies the operator's settings make ---------------------------------------------
+
+
+def repository_policy(settings: Settings, local_hosts: frozenset[str] = frozenset()) -> RepositoryPolicy:
+    return RepositoryPolicy(allow_local=settings.trust.allowLocalRepositories, local_hosts=local_hosts)
+
+
+def git_protocols(settings: Settings) -> tuple[str, ...]:
+    """The transports git itself may use (GIT_ALLOW_PROTOCOL), as the trust rules allow them."""
+    return ("https", "http", "ssh", "file") if settings.trust.allowLocalRepositories else ("https", "http", "ssh")
+
+
+def namespace_policy(settings: Settings) -> NamespacePolicy:
+    """The settings' namespace map, plus what detection needs for the verifications it creates: its
+    verificationNamespace may target its targets' namespaces and name the watched Application."""
+    targets: dict[str, set[str]] = {ns: set(others) for ns, others in settings.trust.targetNamespaces.items()}
+    applications: dict[str, set[tuple[str, str]]] = {}
+    for app in settings.detection.applications:  # also when detection is off: PostSync hooks create them too
+        own = app.verificationNamespace
+        targets.setdefault(own, set()).update(t.namespace for t in app.targets if t.namespace)
+        applications.setdefault(own, set()).add((app.namespace, app.name))
+    return NamespacePolicy(
+        target_namespaces={ns: frozenset(others) for ns, others in targets.items()},
+        applications={ns: frozenset(apps) for ns, apps in applications.items()},
+    )

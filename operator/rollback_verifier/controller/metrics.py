@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from rollback_verifier.api import DetectedBy, Phase
+from rollback_verifier.api.models import DetectedBy, Phase
 
 # What the detector reports; Manual and PostSyncHook verifications are created by others.
 DETECTION_KINDS = (DetectedBy.ARGOCD_HISTORY, DetectedBy.REVISION_ANCESTRY, DetectedBy.CONTENT_REVERT)

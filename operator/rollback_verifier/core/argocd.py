@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from rollback_verifier.api import OrphanedResource
+from rollback_verifier.api.models import OrphanedResource
 
 PRUNE_SKIPPED = "PruneSkipped"
 

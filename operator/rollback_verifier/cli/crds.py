@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rollback_verifier.cli import UsageError
-from rollback_verifier.crd import CRD_FILE_NAME, render_crd
+from rollback_verifier.api.crd import CRD_FILE_NAME, render_crd
+from rollback_verifier.errors import UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rollback_verifier.cli import EXIT_CODES_HELP, ClusterError, UsageError
-from rollback_verifier.settings import SettingsError, load_settings
+from rollback_verifier.api.settings import SettingsError, load_settings
+from rollback_verifier.errors import EXIT_CODES_HELP, ClusterError, UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import kopf  # imported here: `crds` and `check` never pay for kopf
 
-    from rollback_verifier import handlers
+    from rollback_verifier.controller import handlers
 
     handlers.OperatorConfig.api_client = api_client
     handlers.OperatorConfig.settings = settings
@@ -104,7 +104,7 @@ def _connect(kubeconfig: str | None, context: str | None) -> Any:
     kubeconfig or a reachable cluster the operator exits with one line instead of retrying silently."""
     from kubernetes import client
 
-    from rollback_verifier.kube import REQUEST_TIMEOUT, KubeconfigError, cluster_problem, load_client_config
+    from rollback_verifier.controller.kube import REQUEST_TIMEOUT, KubeconfigError, cluster_problem, load_client_config
 
     try:
         api_client = load_client_config(kubeconfig, context)

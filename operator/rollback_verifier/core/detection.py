@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from rollback_verifier import LABEL_PREFIX
-from rollback_verifier.api import DetectedBy
-from rollback_verifier.settings import WatchedApplication
+from rollback_verifier.api.models import DetectedBy
+from rollback_verifier.api.settings import WatchedApplication
 
 APPLICATION_LABEL = f"{LABEL_PREFIX}application"
 DETECTED_BY_LABEL = f"{LABEL_PREFIX}detected-by"
