@@ -34,9 +34,10 @@ from typing import Any
 from tests.e2e.agents import expected, verification
 from tests.e2e.support import ROOT, Cluster, running_operator
 
-from bench.common import Recorder, bench_api, cpu_seconds, deployments_manifest, new_namespace, proc_status
+from bench.common import Recorder, bench_api, cpu_seconds, deployments_manifest, proc_status
 
 PROBE_NS = "scale-probe"
+CHURN_NS, VERIFIED_NS = "scale-churn", "scale-verified"
 REPLICAS = 3
 PER_NAMESPACE = 100
 CHURN_DEPLOYMENTS = 30
@@ -154,33 +155,47 @@ def _variant(
     return out
 
 
-def run(kubeconfig: Path, workdir: Path, deployments: int = 1000) -> dict[str, Any]:
-    cluster = Cluster(kubeconfig)
-    api = bench_api(kubeconfig)
+def _namespace(cluster: Cluster, name: str) -> str:
+    """The namespace, created when missing: a cluster populated by an earlier run is reused as it is."""
+    if cluster.kubectl("get", "namespace", name, check=False).returncode != 0:
+        cluster.create_namespace(name)
+    return name
+
+
+def populate(cluster: Cluster, api: Any, deployments: int) -> dict[str, Any]:
+    """The cluster of the bench (idempotent: `kubectl apply` of the same objects, so a second run on a kept
+    cluster only waits for the pods): `deployments` Deployments of REPLICAS pods in namespaces of
+    PER_NAMESPACE, two churn namespaces and the probe's."""
     cluster.install_crd()
     image = expected("A")
     namespaces = max(1, deployments // PER_NAMESPACE)
     t0 = time.monotonic()
     for n in range(namespaces):
-        ns = new_namespace(cluster, f"scale-{n:02d}")
+        ns = _namespace(cluster, f"scale-{n:02d}")
         names = [f"app-{i:04d}" for i in range(PER_NAMESPACE)]
         cluster.kubectl("-n", ns, "apply", "-f", "-", input=deployments_manifest(names, image, REPLICAS))
-    churn_ns, verified_ns = new_namespace(cluster, "scale-churn"), new_namespace(cluster, "scale-verified")
-    for ns in (churn_ns, verified_ns):
+    for ns in (CHURN_NS, VERIFIED_NS):
+        _namespace(cluster, ns)
         names = [f"churn-{i:04d}" for i in range(CHURN_DEPLOYMENTS)]
         cluster.kubectl("-n", ns, "apply", "-f", "-", input=deployments_manifest(names, image, REPLICAS))
-    new_namespace(cluster, PROBE_NS)
+    _namespace(cluster, PROBE_NS)
     cluster.kubectl("-n", PROBE_NS, "apply", "-f", "-", input=deployments_manifest(["probe"], image, REPLICAS))
     total = (namespaces * PER_NAMESPACE + 2 * CHURN_DEPLOYMENTS + 1) * REPLICAS
-    cluster.wait_for(lambda: _ready_pods(api) >= total, timeout=1800, what=f"{total} pods running", interval=10)
+    cluster.wait_for(lambda: _ready_pods(api) >= total, timeout=3600, what=f"{total} pods running", interval=10)
     setup_seconds = time.monotonic() - t0
     print(f"bench: scale: {total} pods running after {setup_seconds:.0f}s", file=sys.stderr)
-
-    result: dict[str, Any] = {
+    return {
         "deployments": namespaces * PER_NAMESPACE + 2 * CHURN_DEPLOYMENTS + 1,
         "pods": total,
         "setup_seconds": round(setup_seconds, 1),
     }
+
+
+def run(kubeconfig: Path, workdir: Path, deployments: int = 1000) -> dict[str, Any]:
+    cluster = Cluster(kubeconfig)
+    api = bench_api(kubeconfig)
+    result = populate(cluster, api, deployments)
+    image = expected("A")
     with tempfile.TemporaryDirectory(prefix="rv-bench-baseline-") as tmp:
         revision = _baseline_revision()
         source = _extract(revision, Path(tmp))
@@ -189,10 +204,10 @@ def run(kubeconfig: Path, workdir: Path, deployments: int = 1000) -> dict[str, A
         ).stdout.strip()
         print(f"bench: scale: before ({result['before_revision']}) ...", file=sys.stderr)
         result["before"] = _variant(
-            cluster, api, workdir / "before", source, image=image, verified_ns=verified_ns, churn_ns=churn_ns
+            cluster, api, workdir / "before", source, image=image, verified_ns=VERIFIED_NS, churn_ns=CHURN_NS
         )
     print("bench: scale: after ...", file=sys.stderr)
     result["after"] = _variant(
-        cluster, api, workdir / "after", None, image=image, verified_ns=verified_ns, churn_ns=churn_ns
+        cluster, api, workdir / "after", None, image=image, verified_ns=VERIFIED_NS, churn_ns=CHURN_NS
     )
     return result

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -136,3 +139,53 @@ def test_promtool_accepts_the_live_metrics(cluster: Cluster, namespace: str, tmp
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'rollback_verification_completed_total{application="",phase="Failed",reason="TargetNotFound"} 1.0' in text
+
+
+def _readyz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_a_role_without_pods_is_said_in_the_status_and_readyz(
+    cluster: Cluster, namespace: str, argocd_namespace: str, tmp_path: Path
+) -> None:
+    """Issue 12 item 3: the chart's Role with its `pods` rule removed. The verification must say why it
+    cannot decide (never stay without a status, never a verdict on pods not seen), /readyz must say which
+    cache is not synced, and granting the rule back lets it decide."""
+    install(cluster, namespace, chart_values(namespace, argocd_namespace))
+    full_rules = cluster.get("-n", namespace, "role", SERVICE_ACCOUNT)["rules"]
+    without_pods = [r for r in full_rules if "pods" not in r.get("resources", ())]
+    assert len(without_pods) == len(full_rules) - 1, full_rules
+
+    def set_rules(rules: list[dict[str, Any]]) -> None:
+        patch = json.dumps({"rules": rules})
+        cluster.kubectl("-n", namespace, "patch", "role", SERVICE_ACCOUNT, "--type=merge", "-p", patch)
+
+    set_rules(without_pods)
+    image = expected("A")
+    cluster.kubectl("-n", namespace, "create", "deployment", "web", f"--image={image}", "--replicas=1")
+    cluster.rollout_status(namespace, "web")
+    as_operator = Cluster(service_account_kubeconfig(cluster, namespace, tmp_path))
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"argocdNamespace": argocd_namespace, "detection": {"enabled": False}}))
+
+    with running_operator(as_operator, [namespace], tmp_path, settings=settings) as operator:
+        cluster.apply(verification("no-pods", {"targets": [{"name": "web", "image": image}]}), namespace)
+
+        def said() -> dict[str, Any] | None:
+            status = cluster.get("-n", namespace, "rbv", "no-pods").get("status") or {}
+            return status if "pods" in str(status.get("message")) else None
+
+        status = cluster.wait_for(said, 30, "the status to say why the pods cannot be read")
+        assert status["phase"] == "Running", status
+        assert "Forbidden" in status["message"] and "list" in status["message"], status
+        code, text = _readyz(operator.metrics_port)
+        assert code == 503 and "pods" in text and "Forbidden" in text, (code, text)
+
+        set_rules(full_rules)
+        status = wait_verdict(cluster, namespace, "no-pods", timeout=60)["status"]
+        assert (status["phase"], status["reason"]) == ("Succeeded", "Verified"), status
+        assert _readyz(operator.metrics_port)[0] == 200
