@@ -27,8 +27,8 @@ from bench import detection, memory, plots, report, scale, verdict_latency, writ
 from bench.common import CLUSTER_NAME, audit_log_path, cluster_down, cluster_up
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-# detection also measures the API requests (idle, per rollback); scale runs the operator before and after
-# the informer change on a cluster of --scale-deployments Deployments (the longest: ~15 min at 1,000).
+# detection also measures the API requests (idle, per rollback); scale runs each design of the operator's
+# caches (--scale-variants) on a cluster of --scale-deployments Deployments (the longest: ~15 min at 1,000).
 BENCHMARKS = ("latency", "memory", "detection", "writes", "scale")
 
 
@@ -43,6 +43,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rollbacks", type=int, default=30, help="rollbacks per latency benchmark (default 30)")
     p.add_argument("--verifications", type=int, default=50, help="concurrent verifications (default 50)")
     p.add_argument("--scale-deployments", type=int, default=1000, help="Deployments (3 pods each) of the scale bench")
+    p.add_argument(
+        "--scale-variants",
+        default=",".join(scale.VARIANTS),
+        help=f"operators the scale bench measures (default {','.join(scale.VARIANTS)})",
+    )
     p.add_argument("--idle-seconds", type=float, default=60, help="idle window of the API request count")
     p.add_argument("--output", type=Path, default=RESULTS, help=f"raw results (default {RESULTS})")
     return p.parse_args(argv)
@@ -97,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                 kubeconfig, audit, wd, rollbacks=args.rollbacks, idle_seconds=args.idle_seconds
             ),
             "writes": lambda wd: writes.run(kubeconfig, audit, wd, count=args.verifications),
-            "scale": lambda wd: scale.run(kubeconfig, wd, deployments=args.scale_deployments),
+            "scale": lambda wd: scale.run(
+                kubeconfig, wd, deployments=args.scale_deployments, variants=tuple(args.scale_variants.split(","))
+            ),
         }
         for name in chosen:
             print(f"bench: {name} ...", file=sys.stderr)

@@ -191,13 +191,17 @@ def _writes(r: dict[str, Any]) -> list[str]:
     ]
 
 
+_CHURNS = ("churn_unverified_namespace", "churn_verified_namespace", "churn_every_deployment_a_target")
+
+
 def _scale_row(label: str, v: dict[str, Any]) -> str:
     first = v.get("first_verdict_seconds")
     shown = f"{first} s" if first is not None else f"none after {v.get('no_verdict_after_seconds')} s"
     cells = [label, shown, f"{v.get('ready_seconds')} s", f"{v.get('rss_mib_20s_later')} MiB"]
-    for key in ("churn_unverified_namespace", "churn_verified_namespace"):
+    for key in _CHURNS:
         c = v.get(key)
         cells.append(f"{c['cpu_ms_per_event']} ms ({c['events']} events)" if c else "-")
+    cells.append(" - ".join(str(x) for x in v.get("load_average", ())))
     return "| " + " | ".join(cells) + " |"
 
 
@@ -206,11 +210,10 @@ def _scale(r: dict[str, Any]) -> list[str]:
         f"### Scale: cluster-wide, {r['deployments']} Deployments / {r['pods']} KWOK pods"
         f" (set up in {r['setup_seconds']} s)",
         "",
-        "| operator | first verdict after start | /readyz ok after | RSS | CPU per event, unverified namespace "
-        "| CPU per event, verified namespace |",
-        "|---|---|---|---|---|---|",
-        _scale_row(f"before ({r['before_revision']}, kopf indexes)", r["before"]),
-        _scale_row("after (informers per verified namespace)", r["after"]),
+        "| operator | first verdict after start | /readyz ok after | RSS | CPU per event: unverified namespace "
+        "| one target among the namespace's Deployments | every Deployment a target | load average |",
+        "|---|---|---|---|---|---|---|---|",
+        *(_scale_row(f"{v['what']} ({v['revision']})", v) for v in r.get("variants", {}).values()),
     ]
 
 

@@ -1,31 +1,35 @@
-"""Benchmark 5: the operator cluster-wide on a cluster of many Deployments and KWOK pods, before and
-after its Deployment/Pod caches moved from kopf's indexes to informers per verified namespace.
+"""Benchmark 5: the operator cluster-wide on a cluster of many Deployments and KWOK pods, one run measuring
+each of its designs of the Deployment/Pod caches (VARIANTS) on the same cluster: kopf's indexes, informers
+per verified namespace, informers per target Deployment with coalesced nudges.
 
-One run measures both: the "before" operator is the source of the commit just before that change
-(extracted with `git archive`, imported first through PYTHONPATH), the "after" one is this checkout.
-Each is started `--all-namespaces` with one verification waiting in a small probe namespace
-(explicit image, the probe Deployment already rolled out), and measured:
+An earlier design is the source of the commit just before the change that replaced it (extracted with
+`git archive`, imported first through PYTHONPATH); the last one is this checkout. Each is started
+`--all-namespaces` with one verification waiting in a small probe namespace (explicit image, the probe
+Deployment already rolled out), and measured:
 
 - first verdict: from the process start to the probe's verdict seen by this bench (and /readyz);
 - RSS (VmRSS) at that verdict and 20 s later;
 - CPU per event: the operator's CPU seconds over a churn window (`kubectl rollout restart` of the
-  Deployments of one namespace) divided by the Pod and Deployment events of that namespace (counted
-  by the bench's own watch), (a) in a namespace nothing verifies, (b) in a namespace where one
-  verification is Running.
+  CHURN_DEPLOYMENTS Deployments of one namespace) divided by the Pod and Deployment events of that
+  namespace (counted by the bench's own watch), (a) in a namespace nothing verifies, (b) in a namespace
+  where one verification of one of those Deployments is Running, (c) there again with one verification
+  whose targets are all of them (every event is one a verification needs).
 
-The figures for 10,000 pods are a projection (linear in the cluster's objects for "before"'s
-start-up, and flat for "after", whose caches cover the verified namespaces only), not a measurement.
+The populated cluster is reused when kept (`populate` is idempotent). Figures for 10,000 pods are a
+projection, not a measurement.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 from io import BytesIO
 from pathlib import Path
@@ -44,16 +48,35 @@ CHURN_DEPLOYMENTS = 30
 VERDICT_TIMEOUT = 300
 
 
-def _baseline_revision() -> str:
-    """The commit before the one that dropped kopf's indexes (the last to touch `@kopf.index`)."""
+def _before(pattern: str, path: str) -> str:
+    """The commit before the newest one whose change of `path` added or removed `pattern`."""
     out = subprocess.run(
-        ["git", "log", "-1", "--format=%H", "-S", "@kopf.index", "--", "operator/rollback_verifier/handlers.py"],
+        ["git", "log", "-1", "--format=%H", "-S", pattern, "--", path],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
     return f"{out}^"
+
+
+# The operators measured, oldest first: (key, what, the revision to extract or None for this checkout).
+# "kopf-indexes": before the informers (kopf's @kopf.index on every Pod and Deployment of the cluster);
+# "namespace-informers": informers per verified namespace, every pod of it ingested, one nudge per event;
+# "this": per-target informers (the API server selects the target's pods), nudges coalesced.
+VARIANTS: dict[str, tuple[str, Callable[[], str] | None]] = {
+    "kopf-indexes": (
+        "kopf indexes on every Pod and Deployment",
+        lambda: _before("@kopf.index", "operator/rollback_verifier/handlers.py"),
+    ),
+    "namespace-informers": (
+        "informers per verified namespace",
+        lambda: _before(
+            "def acquire(self, namespace: str) -> None", "operator/rollback_verifier/controller/target_caches.py"
+        ),
+    ),
+    "this": ("informers per target, nudges coalesced", None),
+}
 
 
 def _extract(revision: str, into: Path) -> Path:
@@ -110,7 +133,7 @@ def _churn(cluster: Cluster, api: Any, pid: int, ns: str) -> dict[str, Any]:
 def _variant(
     cluster: Cluster, api: Any, workdir: Path, source: Path | None, *, image: str, verified_ns: str, churn_ns: str
 ) -> dict[str, Any]:
-    for name in ("probe", "held"):
+    for name in ("probe", "held", "held-all"):
         cluster.kubectl("-n", PROBE_NS if name == "probe" else verified_ns, "delete", "rbv", name, "--ignore-not-found")
     cluster.apply(
         verification("probe", {"targets": [{"name": "probe", "image": image}], "timeoutSeconds": 600}), PROBE_NS
@@ -151,6 +174,12 @@ def _variant(
         cluster.apply(verification("held", held), verified_ns)
         time.sleep(5)
         out["churn_verified_namespace"] = _churn(cluster, api, pid, verified_ns)
+        # Every Deployment of the namespace a target: each event is one a verification needs.
+        every = [{"name": f"churn-{i:04d}", "image": expected("B")} for i in range(CHURN_DEPLOYMENTS)]
+        cluster.kubectl("-n", verified_ns, "delete", "rbv", "held")
+        cluster.apply(verification("held-all", {"targets": every, "timeoutSeconds": 3600}), verified_ns)
+        time.sleep(5)
+        out["churn_every_deployment_a_target"] = _churn(cluster, api, pid, verified_ns)
         out["rss_mib_end"] = round(proc_status(pid)["VmRSS"] / 1024, 1)
     return out
 
@@ -191,23 +220,27 @@ def populate(cluster: Cluster, api: Any, deployments: int) -> dict[str, Any]:
     }
 
 
-def run(kubeconfig: Path, workdir: Path, deployments: int = 1000) -> dict[str, Any]:
+def run(
+    kubeconfig: Path, workdir: Path, deployments: int = 1000, variants: tuple[str, ...] = tuple(VARIANTS)
+) -> dict[str, Any]:
     cluster = Cluster(kubeconfig)
     api = bench_api(kubeconfig)
     result = populate(cluster, api, deployments)
+    result["variants"] = {}
     image = expected("A")
-    with tempfile.TemporaryDirectory(prefix="rv-bench-baseline-") as tmp:
-        revision = _baseline_revision()
-        source = _extract(revision, Path(tmp))
-        result["before_revision"] = subprocess.run(
-            ["git", "rev-parse", "--short", revision], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        print(f"bench: scale: before ({result['before_revision']}) ...", file=sys.stderr)
-        result["before"] = _variant(
-            cluster, api, workdir / "before", source, image=image, verified_ns=VERIFIED_NS, churn_ns=CHURN_NS
-        )
-    print("bench: scale: after ...", file=sys.stderr)
-    result["after"] = _variant(
-        cluster, api, workdir / "after", None, image=image, verified_ns=VERIFIED_NS, churn_ns=CHURN_NS
-    )
+    for key in variants:
+        what, revision_of = VARIANTS[key]
+        with tempfile.TemporaryDirectory(prefix=f"rv-bench-{key}-") as tmp:
+            source, revision = None, "HEAD"
+            if revision_of is not None:
+                revision = revision_of()
+                source = _extract(revision, Path(tmp))
+            short = subprocess.run(
+                ["git", "rev-parse", "--short", revision], cwd=ROOT, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            print(f"bench: scale: {key} ({short}) ...", file=sys.stderr)
+            load_before = os.getloadavg()[0]
+            out = _variant(cluster, api, workdir / key, source, image=image, verified_ns=VERIFIED_NS, churn_ns=CHURN_NS)
+            out.update(what=what, revision=short, load_average=[round(load_before, 1), round(os.getloadavg()[0], 1)])
+            result["variants"][key] = out
     return result

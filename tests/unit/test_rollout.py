@@ -119,3 +119,28 @@ def test_label_selectors(selector: dict, labels: dict, expected: bool) -> None:
 
 def test_empty_selector_selects_nothing() -> None:
     assert not LabelSelector().matches({"anything": "x"})
+
+
+@pytest.mark.parametrize(
+    ("selector", "query"),
+    [
+        ({"matchLabels": {"b": "2", "a": "1"}}, "a=1,b=2"),
+        (
+            {
+                "matchLabels": {"app": "web"},
+                "matchExpressions": [
+                    {"key": "t", "operator": "In", "values": ["y", "x"]},
+                    {"key": "u", "operator": "NotIn", "values": ["z"]},
+                    {"key": "v", "operator": "Exists"},
+                    {"key": "w", "operator": "DoesNotExist"},
+                ],
+            },
+            "app=web,t in (x,y),u notin (z),v,!w",
+        ),
+        ({"matchExpressions": [{"key": "t", "operator": "Bogus"}]}, None),
+        ({}, None),
+    ],
+)
+def test_a_selector_becomes_the_api_servers_label_selector(selector: dict, query: str | None) -> None:
+    """The pod cache of a target is listed with this query: the API server must select what `matches` does."""
+    assert selector_from(selector).query() == query

@@ -113,10 +113,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         workers=workers,
     )
 
-    def on_target_change(namespace: str, deployment: str | None) -> None:  # in an informer's thread
-        loop.call_soon_threadsafe(runner.nudge, namespace, deployment, context=context)
+    def on_loop(call: Callable[[], None]) -> None:  # from an informer's thread
+        loop.call_soon_threadsafe(call, context=context)
 
-    caches = TargetCaches(kube, on_target_change)
+    caches = TargetCaches(kube, runner.nudge, on_loop)
     runner.caches = caches
     detector = Detector(kube, metrics, reader, cfg.settings, workers)
     watched = [a.name for a in cfg.settings.detection.applications] if cfg.settings.detection.enabled else []

@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from kubernetes import watch
@@ -46,10 +46,14 @@ class Informer(Generic[V]):
         max_retry_seconds: float = 30.0,
         missing_retry_seconds: tuple[float, float] | None = None,
         namespace: str = "",
+        selectors: Mapping[str, str] | None = None,
     ) -> None:
         self.what = what  # e.g. "pods in agents", for messages
         self.namespace = namespace
         self._list_fn, self._args, self._view = list_fn, args, view
+        # field_selector / label_selector of both the list and the watch: the API server filters, so what
+        # is not selected is never sent, parsed or held here.
+        self._selectors = dict(selectors or {})
         self.listener = listener
         self._on_state = on_state  # synced or error changed
         self._retry, self._max_retry = retry_seconds, max_retry_seconds
@@ -104,7 +108,7 @@ class Informer(Generic[V]):
             self._on_state()
 
     def _list(self) -> str:
-        response = self._list_fn(*self._args, _preload_content=False, _request_timeout=LIST_TIMEOUT)
+        response = self._list_fn(*self._args, **self._selectors, _preload_content=False, _request_timeout=LIST_TIMEOUT)
         result = json.loads(response.data)
         items = {}
         for obj in result.get("items") or ():
@@ -164,6 +168,7 @@ class Informer(Generic[V]):
         stream = w.stream(
             self._list_fn,
             *self._args,
+            **self._selectors,
             resource_version=rv,
             timeout_seconds=SERVER_TIMEOUT,
             _request_timeout=(5, CLIENT_TIMEOUT),

@@ -101,7 +101,7 @@ class _Job:
     targets: frozenset[tuple[str, str]] = frozenset()
     application: tuple[str, str] | None = None
     last_change: float | None = None  # wall time of the newest nudge not yet evaluated
-    cached_namespaces: frozenset[str] = frozenset()  # whose caches this job holds open
+    cached_targets: frozenset[tuple[str, str]] = frozenset()  # whose caches this job holds open
 
 
 class VerificationRunner:
@@ -164,11 +164,11 @@ class VerificationRunner:
         self._jobs[uid] = job
         job.task = asyncio.create_task(self._run(uid, job), name=f"verify {job.namespace}/{job.name}")
 
-    def nudge(self, namespace: str, deployment: str | None = None) -> None:
-        """A Deployment (or, with deployment=None, any Pod) changed in `namespace`."""
+    def nudge(self, namespace: str, deployment: str) -> None:
+        """A target Deployment, its pods or their caches changed."""
         now = time.time()
         for job in self._jobs.values():
-            if any(ns == namespace and (deployment is None or name == deployment) for ns, name in job.targets):
+            if (namespace, deployment) in job.targets:
                 job.last_change = now
                 job.wakeup.set()
 
@@ -219,9 +219,9 @@ class VerificationRunner:
         finally:
             self.metrics.in_progress.labels(app_label).dec()
             if self.caches is not None:
-                for ns in job.cached_namespaces:
-                    self.caches.release(ns)
-            job.cached_namespaces = frozenset()
+                for ns, name in job.cached_targets:
+                    self.caches.release(ns, name)
+            job.cached_targets = frozenset()
             if self._jobs.get(uid) is job:
                 del self._jobs[uid]
 
@@ -250,11 +250,11 @@ class VerificationRunner:
         except Refused as exc:
             await self._finish(job, failed_before_start(Reason.INVALID_SPEC, exc.message), time.time())
             return
-        # Caches only for namespaces the trust rules let this object reach.
+        # Caches only for targets the trust rules let this object reach.
         if self.caches is not None:
-            for ns in {ns for ns, _ in job.targets} - job.cached_namespaces:
-                self.caches.acquire(ns)
-            job.cached_namespaces = frozenset(ns for ns, _ in job.targets) | job.cached_namespaces
+            for ns, name in job.targets - job.cached_targets:
+                self.caches.acquire(ns, name)
+            job.cached_targets = job.targets | job.cached_targets
 
         started_at = status.get("startedAt") or now_iso()
         deadline = parse_iso(started_at) + spec.timeoutSeconds
@@ -417,12 +417,12 @@ class VerificationRunner:
     def _cached(self, namespace: str, name: str) -> tuple[DeploymentView | None, list[PodView]]:
         if self.caches is None:
             return None, []
-        return self.caches.deployment(namespace, name), self.caches.pods(namespace)
+        return self.caches.deployment(namespace, name), self.caches.pods(namespace, name)
 
     def _unsynced(self, job: _Job) -> str | None:
         if self.caches is None:
             return "no caches"
-        return next((p for ns in sorted(job.cached_namespaces) if (p := self.caches.unsynced(ns)) is not None), None)
+        return next((p for t in sorted(job.cached_targets) if (p := self.caches.unsynced(*t)) is not None), None)
 
     def _evaluate(
         self,

@@ -1,8 +1,16 @@
-"""The Deployments and Pods that verdicts read, cached only where something is being verified.
+"""The Deployments and Pods that verdicts read, cached only for the targets being verified.
 
-One Deployment informer and one Pod informer per target namespace, started by the first running
-verification that targets the namespace and stopped with the last: the operator's cost grows with the
-verifications, not with the cluster, and no pod event of an unverified namespace is ever ingested.
+Per target Deployment (namespace, name), started by the first running verification that targets it and
+stopped with the last: one informer on that Deployment alone (fieldSelector metadata.name) and, once its
+selector is known, one on the pods it selects (labelSelector, the Deployment's own; a Deployment's
+selector is immutable, a re-created one may differ and gets a new pod informer). The API server filters:
+the operator never receives, parses or holds an object no verification needs, so its cost grows with the
+verifications, not with the cluster, and no pod of an unverified namespace or Deployment is ingested.
+
+Changes are handed to the event loop coalesced: informer threads add the changed target to a pending set,
+and only the first addition after a drain schedules one call on the loop, which nudges every pending
+target once. A burst of pod events costs one loop wake-up, and each verification is evaluated once per
+wake-up, not once per event.
 """
 
 from __future__ import annotations
@@ -10,88 +18,143 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from rollback_verifier.controller.informer import Informer
 from rollback_verifier.controller.kube import Kube
 from rollback_verifier.core.rollout import DeploymentView, PodView, deployment_view, pod_view
 
-V = TypeVar("V")
-
-# (namespace, Deployment name or None for "a pod changed"); called in an informer's thread.
-Changed = Callable[[str, str | None], None]
+Target = tuple[str, str]  # (namespace, Deployment name)
+# Called on the event loop with a target whose Deployment, pods or cache state changed.
+Changed = Callable[[str, str], None]
+# Runs a callable on the event loop (loop.call_soon_threadsafe, with the context to run it in).
+Schedule = Callable[[Callable[[], None]], None]
 
 
 @dataclass
-class _Namespace:
-    deployments: Informer[DeploymentView]
-    pods: Informer[PodView]
+class _Entry:
+    deployment: Informer[DeploymentView]
+    pods: Informer[PodView] | None = None
+    selector: str | None = None  # the label selector the pod informer lists with
     users: int = 0
 
 
 class TargetCaches:
-    def __init__(self, kube: Kube, changed: Changed) -> None:
+    def __init__(self, kube: Kube, changed: Changed, schedule: Schedule) -> None:
         self.kube = kube
         self.changed = changed
-        self._namespaces: dict[str, _Namespace] = {}
+        self._schedule = schedule
+        self._entries: dict[Target, _Entry] = {}
         self._lock = threading.Lock()
+        self._pending: set[Target] = set()
+        self._pending_lock = threading.Lock()
 
-    def acquire(self, namespace: str) -> None:
+    # -- held by the verifications (from the event loop) ----------------------------------------
+    def acquire(self, namespace: str, name: str) -> None:
         with self._lock:
-            entry = self._namespaces.get(namespace)
+            entry = self._entries.get((namespace, name))
             if entry is None:
-                entry = self._start(namespace)
-                self._namespaces[namespace] = entry
+                entry = self._entries[(namespace, name)] = _Entry(self._deployment_informer(namespace, name))
+                entry.deployment.start()
             entry.users += 1
 
-    def release(self, namespace: str) -> None:
+    def release(self, namespace: str, name: str) -> None:
         with self._lock:
-            entry = self._namespaces.get(namespace)
+            entry = self._entries.get((namespace, name))
             if entry is None:
                 return
             entry.users -= 1
-            if entry.users <= 0:
-                del self._namespaces[namespace]
-                entry.deployments.stop()
+            if entry.users > 0:
+                return
+            del self._entries[(namespace, name)]
+            entry.deployment.stop()
+            if entry.pods is not None:
                 entry.pods.stop()
 
-    def _start(self, namespace: str) -> _Namespace:
-        def on_state() -> None:  # synced, or an error: the verifications there say it
-            self.changed(namespace, None)
+    # -- the informers (their listeners run in the informers' threads) --------------------------
+    def _deployment_informer(self, namespace: str, name: str) -> Informer[DeploymentView]:
+        target = (namespace, name)
 
-        def informer(
-            what: str, list_fn: Callable[..., Any], view: Callable[[dict[str, Any]], V], by_name: bool
-        ) -> Informer[V]:
-            return Informer(
-                f"{what} in {namespace}",
-                list_fn,
-                namespace,
-                view=view,
-                # A Deployment's change nudges the verifications of that Deployment; a pod's, those of the namespace.
-                listener=lambda _kind, name, _view: self.changed(namespace, name if by_name else None),
-                on_state=on_state,
-                namespace=namespace,
-            )
+        def on_deployment(_kind: str, _name: str, view: DeploymentView | None) -> None:
+            self._follow_selector(target, view)
+            self._nudge(target)
 
-        deployments = informer("Deployments", self.kube.apps.list_namespaced_deployment, deployment_view, True)
-        pods = informer("pods", self.kube.core.list_namespaced_pod, pod_view, False)
-        return _Namespace(deployments.start(), pods.start())
+        return Informer(
+            f"Deployment {namespace}/{name}",
+            self.kube.apps.list_namespaced_deployment,
+            namespace,
+            view=deployment_view,
+            listener=on_deployment,
+            on_state=lambda: self._nudge(target),
+            namespace=namespace,
+            selectors={"field_selector": f"metadata.name={name}"},
+        )
 
-    # -- reads (from the event loop) -----------------------------------------------------------
+    def _follow_selector(self, target: Target, view: DeploymentView | None) -> None:
+        """The pod informer follows the Deployment's selector: started when first seen, replaced when a
+        re-created Deployment selects differently, stopped when it is gone."""
+        selector = view.selector.query() if view is not None else None
+        with self._lock:
+            entry = self._entries.get(target)
+            if entry is None or entry.deployment.stopped or (entry.pods is not None and entry.selector == selector):
+                return
+            old, entry.pods, entry.selector = entry.pods, None, selector
+            if selector is not None:
+                entry.pods = self._pod_informer(target, selector).start()
+        if old is not None:
+            old.stop()
+
+    def _pod_informer(self, target: Target, selector: str) -> Informer[PodView]:
+        namespace, name = target
+        return Informer(
+            f"pods of {namespace}/{name}",
+            self.kube.core.list_namespaced_pod,
+            namespace,
+            view=pod_view,
+            listener=lambda _kind, _name, _view: self._nudge(target),
+            on_state=lambda: self._nudge(target),
+            namespace=namespace,
+            selectors={"label_selector": selector},
+        )
+
+    def _nudge(self, target: Target) -> None:
+        with self._pending_lock:
+            first = not self._pending
+            self._pending.add(target)
+        if first:
+            self._schedule(self._drain)
+
+    def _drain(self) -> None:  # on the event loop
+        with self._pending_lock:
+            pending, self._pending = self._pending, set()
+        for namespace, name in sorted(pending):
+            self.changed(namespace, name)
+
+    # -- reads (from the event loop) -------------------------------------------------------------
     def deployment(self, namespace: str, name: str) -> DeploymentView | None:
-        entry = self._namespaces.get(namespace)
-        return entry.deployments.get(name) if entry else None
+        entry = self._entries.get((namespace, name))
+        return entry.deployment.get(name) if entry else None
 
-    def pods(self, namespace: str) -> list[PodView]:
-        entry = self._namespaces.get(namespace)
-        return entry.pods.items() if entry else []
+    def pods(self, namespace: str, name: str) -> list[PodView]:
+        """The pods the target Deployment's selector selects (all its ReplicaSets', terminating ones too)."""
+        entry = self._entries.get((namespace, name))
+        pods = entry.pods if entry else None
+        return pods.items() if pods is not None else []
 
-    def unsynced(self, namespace: str) -> str | None:
-        """None when both caches of the namespace are synced and working, else what is wrong."""
-        entry = self._namespaces.get(namespace)
+    def unsynced(self, namespace: str, name: str) -> str | None:
+        """None when the target's caches are synced and working, else what is wrong."""
+        entry = self._entries.get((namespace, name))
         if entry is None:
-            return f"no caches for {namespace}"
-        for informer in (entry.deployments, entry.pods):
+            return f"no caches for {namespace}/{name}"
+        informers: list[Informer[Any]] = [entry.deployment]
+        view = entry.deployment.get(name) if entry.deployment.synced.is_set() else None
+        if view is not None and (selector := view.selector.query()) is not None:
+            # The pod informer starts (or follows a new selector) from the Deployment's event: until then
+            # the pods held are not (or not yet) the ones this Deployment selects.
+            if entry.pods is None or entry.selector != selector:
+                return f"listing pods of {namespace}/{name}"
+            informers.append(entry.pods)
+        for informer in informers:
             if informer.error is not None:
                 return f"cannot list/watch {informer.what}: {informer.error}"
             if not informer.synced.is_set():
@@ -99,7 +162,7 @@ class TargetCaches:
         return None
 
     def not_synced(self) -> list[str]:
-        """What is not synced yet, over every namespace cached: empty when all are (for /readyz)."""
+        """What is not synced yet, over every target cached: empty when all are (for /readyz)."""
         with self._lock:
-            namespaces = list(self._namespaces)
-        return [problem for ns in namespaces if (problem := self.unsynced(ns)) is not None]
+            targets = sorted(self._entries)
+        return [problem for ns, name in targets if (problem := self.unsynced(ns, name)) is not None]

@@ -38,6 +38,26 @@ class LabelSelector:
                 return False
         return True
 
+    def query(self) -> str | None:
+        """The same selector in the API's labelSelector syntax, so that the API server sends only the pods
+        it selects; None when it selects nothing (as `matches` says for every pod)."""
+        if not self.match_labels and not self.match_expressions:
+            return None
+        parts = [f"{k}={v}" for k, v in sorted(self.match_labels.items())]
+        for key, op, values in self.match_expressions:
+            listed = ",".join(sorted(values))
+            if op == "In":
+                parts.append(f"{key} in ({listed})")
+            elif op == "NotIn":
+                parts.append(f"{key} notin ({listed})")
+            elif op == "Exists":
+                parts.append(key)
+            elif op == "DoesNotExist":
+                parts.append(f"!{key}")
+            else:
+                return None
+        return ",".join(parts)
+
 
 @dataclass(frozen=True)
 class ContainerView:
