@@ -197,6 +197,8 @@ _CHURNS = ("churn_unverified_namespace", "churn_verified_namespace", "churn_ever
 def _scale_row(label: str, v: dict[str, Any]) -> str:
     first = v.get("first_verdict_seconds")
     shown = f"{first} s" if first is not None else f"none after {v.get('no_verdict_after_seconds')} s"
+    if v.get("cpu_seconds_at_verdict") is not None:
+        shown += f" ({v['cpu_seconds_at_verdict']} s CPU)"
     cells = [label, shown, f"{v.get('ready_seconds')} s", f"{v.get('rss_mib_20s_later')} MiB"]
     for key in _CHURNS:
         c = v.get(key)

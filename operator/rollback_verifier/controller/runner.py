@@ -41,9 +41,11 @@ from rollback_verifier.core.rollout import DeploymentView, PodView, deployment_v
 from rollback_verifier.core.trust import NamespacePolicy, Refused, RepositoryPolicy, check_reach
 from rollback_verifier.core.verdict import (
     ApplicationFacts,
+    TargetEvaluation,
     TargetInput,
     Verdict,
-    decide,
+    combine,
+    evaluate_target,
     failed_before_start,
     merge_conditions,
 )
@@ -65,8 +67,10 @@ RUNNING_GRACE_SECONDS = 1.0  # expected images resolved within this: no Running 
 # When the fresh read disagrees with the caches, the verdict is evaluated again this soon at the latest.
 RECHECK_SECONDS = 2.0
 
-# What a verdict reads about one target: its Deployment (None: not found) and the pods of its namespace.
+# What a verdict reads about one target: its Deployment (None: not found) and the pods it selects.
 Facts = Callable[[str, str], tuple[DeploymentView | None, list[PodView]]]
+# (namespace, name) -> (the caches' version of the target, its evaluation on those facts)
+_Kept = dict[tuple[str, str], tuple[int, TargetEvaluation]]
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -299,11 +303,20 @@ class VerificationRunner:
         last_shape: Any = None
         last_write_at = 0.0
         previous_fresh: tuple[Phase, Reason | None] | None = None
+        # Each target's evaluation on the caches, kept while their version says its facts are unchanged: a
+        # pod event re-evaluates its own target only, however many targets the verification has.
+        kept: _Kept = {}
 
         def evaluate(read: Facts | None) -> Verdict:
             """The verdict on the caches (read=None) or on a fresh read from the API server."""
             return self._evaluate(
-                spec, targets, expectations, deadline_passed=time.time() >= deadline, from_hook=hook, read=read
+                spec,
+                targets,
+                expectations,
+                deadline_passed=time.time() >= deadline,
+                from_hook=hook,
+                read=read,
+                kept=kept if read is None else None,
             )
 
         while True:
@@ -351,7 +364,7 @@ class VerificationRunner:
             # not become as many status writes (each one delays the verdict's write behind it).
             # A change of state (a condition, a target rolled out or verified) is written within a second;
             # a change of counts only (2 of 3 updated) at most every PROGRESS_DETAIL_INTERVAL.
-            progress = (verdict.message, [t.model_dump() for t in verdict.targets])
+            progress = (verdict.message, verdict.targets)  # models compare by value
             shape = progress_shape(verdict)
             if not verdict.final and progress != last_written:
                 since = time.monotonic() - last_write_at
@@ -433,16 +446,24 @@ class VerificationRunner:
         deadline_passed: bool,
         from_hook: bool,
         read: Facts | None = None,
+        kept: _Kept | None = None,
     ) -> Verdict:
-        """The verdict on the watch caches, or on what `read` returns (a fresh read) when given."""
-        read = read or self._cached
-        inputs = []
+        """The verdict on the watch caches, or on what `read` returns (a fresh read) when given. With `kept`,
+        the evaluation of a target whose cached facts kept their version is reused."""
+        evals = []
         for t in targets:
             ns = t.namespace or ""
-            deployment, pods = read(ns, t.name)
-            inputs.append(
-                TargetInput(target=t, expected=expectations.images[(ns, t.name)], deployment=deployment, pods=pods)
-            )
+            version = self.caches.version(ns, t.name) if kept is not None and self.caches is not None else None
+            hit = kept.get((ns, t.name)) if kept is not None else None
+            if version is not None and hit is not None and hit[0] == version:
+                evals.append(hit[1])
+                continue
+            deployment, pods = (read or self._cached)(ns, t.name)  # read after the version
+            expected = expectations.images[(ns, t.name)]
+            evaluation = evaluate_target(TargetInput(t, expected, deployment, pods), spec.digestPolicy)
+            if kept is not None and version is not None:
+                kept[(ns, t.name)] = (version, evaluation)
+            evals.append(evaluation)
         facts = None
         if spec.application is not None:
             app = self._application(spec)
@@ -454,7 +475,7 @@ class VerificationRunner:
                 fail_on_orphans=spec.failOnOrphans,
                 operation_running=not from_hook and operation_running(app),
             )
-        return decide(inputs, spec.digestPolicy, facts, deadline_passed)
+        return combine(evals, facts, deadline_passed)
 
     def _status_of(self, job: _Job, verdict: Verdict) -> dict[str, Any]:
         previous = [Condition.model_validate(c) for c in (job.body.get("status") or {}).get("conditions") or ()]

@@ -15,6 +15,7 @@ wake-up, not once per event.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class _Entry:
     pods: Informer[PodView] | None = None
     selector: str | None = None  # the label selector the pod informer lists with
     users: int = 0
+    version: int = 0  # changes with every change of the cached facts (never reused: see TargetCaches.version)
 
 
 class TargetCaches:
@@ -48,6 +50,7 @@ class TargetCaches:
         self._lock = threading.Lock()
         self._pending: set[Target] = set()
         self._pending_lock = threading.Lock()
+        self._versions = itertools.count(1)
 
     # -- held by the verifications (from the event loop) ----------------------------------------
     def acquire(self, namespace: str, name: str) -> None:
@@ -118,6 +121,11 @@ class TargetCaches:
         )
 
     def _nudge(self, target: Target) -> None:
+        # Called after the informer updated what it holds: a version read before the facts never labels
+        # newer facts than it stands for.
+        entry = self._entries.get(target)
+        if entry is not None:
+            entry.version = next(self._versions)
         with self._pending_lock:
             first = not self._pending
             self._pending.add(target)
@@ -131,6 +139,12 @@ class TargetCaches:
             self.changed(namespace, name)
 
     # -- reads (from the event loop) -------------------------------------------------------------
+    def version(self, namespace: str, name: str) -> int | None:
+        """A number that changes whenever the target's cached Deployment, pods or cache state change (read
+        it before reading them); None when the target is not cached."""
+        entry = self._entries.get((namespace, name))
+        return entry.version if entry else None
+
     def deployment(self, namespace: str, name: str) -> DeploymentView | None:
         entry = self._entries.get((namespace, name))
         return entry.deployment.get(name) if entry else None

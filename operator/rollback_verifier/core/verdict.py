@@ -247,7 +247,12 @@ def decide(
     application: ApplicationFacts | None,
     deadline_passed: bool,
 ) -> Verdict:
-    evals = [evaluate_target(i, policy) for i in inputs]
+    return combine([evaluate_target(i, policy) for i in inputs], application, deadline_passed)
+
+
+def combine(evals: Sequence[TargetEvaluation], application: ApplicationFacts | None, deadline_passed: bool) -> Verdict:
+    """The verdict from the targets' evaluations (each a pure function of its own facts, so a caller may
+    keep those of targets whose facts did not change) and the Application's facts."""
     problems = [e.problem for e in evals if e.problem is not None]
     app_problem: Reason | None = None
     app_detail = ""
