@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from rollback_verifier.api.models import Target
@@ -59,8 +59,11 @@ class Detector:
         reader: GitValuesReader | None,
         settings: Settings,
         workers: Pools | None = None,
+        *,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.kube = kube
+        self.now = now  # wall time, for the lookback window
         # Git reads in the git pool, API calls in the API pool: detection never delays status writes.
         self.workers: Pools = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
         self.metrics = metrics
@@ -97,7 +100,7 @@ class Detector:
         async with self._locks[uid]:
             entries = history_entries(app)
             decided = self._decided[uid]
-            for index in to_examine(entries, decided, time.time(), self.settings.detection.lookbackSeconds):
+            for index in to_examine(entries, decided, self.now(), self.settings.detection.lookbackSeconds):
                 rollback = await self._judge(app, watched, entries, index)
                 decided.add(entries[index].id)
                 if rollback is not None:
