@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.agents import GitOpsRepo, deploy_a_then_b, expected, git_values_spec, verification, wait_verdict
+from harness.support import Cluster, Operator, running_operator
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.agents import GitOpsRepo, deploy_a_then_b, expected, git_values_spec, verification, wait_verdict
 from tests.e2e.conftest import CLUSTER_SH
-from tests.e2e.support import Cluster, Operator, running_operator
 from tests.e2e.test_verifier import events_for
 
 FINAL = ("Succeeded", "Failed")

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.e2e.agents import (
+from harness.agents import (
     DIGESTS,
     GitOpsRepo,
     deploy_a_then_b,
@@ -22,7 +21,7 @@ from tests.e2e.agents import (
     verification,
     wait_verdict,
 )
-from tests.e2e.support import Cluster, Operator, running_operator, start_operator_wait
+from harness.support import Cluster, Operator, running_operator, start_operator_wait
 
 
 @pytest.fixture

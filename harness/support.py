@@ -18,7 +18,7 @@ import yaml
 
 from rollback_verifier.tools import find_tool
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 AGENTS_CHART = ROOT / "tests" / "fixtures" / "charts" / "agents"
 CRD_DIR = ROOT / "deploy" / "crds"
 
