@@ -31,7 +31,7 @@ test: install tools ## every test: unit, integration (real helm/git/promtool) an
 	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest
 
 unit: install ## fast tests of the pure core
-	@$(BIN)/pytest tests/unit
+	@$(BIN)/pytest -q tests/unit --hypothesis-profile=dev
 
 integration: install tools ## tests with real helm, git, promtool and lua, no cluster
 	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest tests/integration
