@@ -81,8 +81,14 @@ class Operator:
         return value or 0.0
 
 
-def operator(cluster: FakeCluster, clock: FakeClock | None = None, metrics: Metrics | None = None) -> Operator:
+def operator(
+    cluster: FakeCluster,
+    clock: FakeClock | None = None,
+    metrics: Metrics | None = None,
+    applications: dict[tuple[str, str], dict[str, Any]] | None = None,
+) -> Operator:
     clock = clock or FakeClock()
+    applications = applications if applications is not None else {}
     cluster.clock = clock
     events = RecordedEvents()
     metrics = metrics or Metrics()
@@ -94,7 +100,7 @@ def operator(cluster: FakeCluster, clock: FakeClock | None = None, metrics: Metr
         secrets=cluster,
         metrics=metrics,
         reader=None,
-        get_application=lambda _ns, _name: None,
+        get_application=lambda ns, name: applications.get((ns, name)),
         workers=InlinePools(),
         caches=caches,
         clock=clock,
@@ -345,5 +351,28 @@ def test_a_deleted_verification_stops_its_job_and_releases_its_caches() -> None:
         await op.clock.settle()
         assert op.runner.active == 0
         assert op.caches.users == {}
+
+    run(scenario)
+
+
+def test_an_unhealthy_application_holds_the_verdict_until_its_watch_says_healthy() -> None:
+    async def scenario() -> None:
+        app = {
+            "metadata": {"name": "agents", "namespace": "argocd"},
+            "spec": {"destination": {"namespace": NS}},
+            "status": {"health": {"status": "Progressing"}},
+        }
+        op = operator(rolled_out(), applications={("argocd", "agents"): app})
+        obj = verification()
+        obj["spec"]["application"] = {"name": "agents", "namespace": "argocd"}
+        op.cluster.add_verification(obj)
+        op.observe()
+        await op.clock.advance(30)
+        assert op.phase() == "Running"  # the targets are done; the Application is not healthy yet
+        app["status"]["health"]["status"] = "Healthy"
+        op.runner.nudge_application("argocd", "agents")  # what the Application watch does on a change
+        await op.clock.settle()
+        assert op.phase() == "Succeeded"
+        assert op.clock.time() == EPOCH + 30
 
     run(scenario)
