@@ -42,8 +42,12 @@ def show(text: str) -> None:
         print(f"    {line}")
 
 
+# The cluster's name: RV_CLUSTER_NAME, as for `make cluster-up`, so that a demo can run beside another cluster.
+CLUSTER_NAME = os.environ.get("RV_CLUSTER_NAME") or "rollback-verifier"
+
+
 def cluster_up() -> Cluster:
-    env = {**os.environ, "RV_CLUSTER_NAME": "rollback-verifier"}
+    env = {**os.environ, "RV_CLUSTER_NAME": CLUSTER_NAME}
     proc = subprocess.run(
         [str(ROOT / "tests/e2e/cluster/cluster.sh"), "up"], env=env, capture_output=True, text=True, check=False
     )
@@ -129,7 +133,7 @@ def main() -> None:
     cluster = cluster_up()
     cluster.install_crd()
     cluster.create_namespace(NAMESPACE, fresh=True)
-    home = cache_root() / "argocd-demo"
+    home = cache_root() / f"argocd-demo-{CLUSTER_NAME}"
     shutil.rmtree(home, ignore_errors=True)
     try:
         argocd = ArgoCD(cluster, home)
@@ -147,7 +151,7 @@ def main() -> None:
         f"done in {time.monotonic() - started:.0f}s. Argo CD is stopped (its logs: {argocd.logs}); the cluster "
         f"keeps running: export KUBECONFIG={cluster.kubeconfig}"
     )
-    print("    stop it with: make cluster-down")
+    print(f"    stop it with: RV_CLUSTER_NAME={CLUSTER_NAME} make cluster-down")
 
 
 def argocd_version(argocd: ArgoCD) -> str:
