@@ -62,6 +62,7 @@ class Informer(Generic[V]):
         self.synced = threading.Event()  # set once the first list has been loaded
         self.settled = threading.Event()  # set once the first list has been loaded or has failed
         self.error: str | None = None  # why the last list or watch failed; None when it works
+        self.error_since: float | None = None  # wall time of the first failure of the current outage
         self._thread = threading.Thread(target=self._run, name=f"watch {what}", daemon=True)
 
     # -- use ---------------------------------------------------------------------------------
@@ -100,6 +101,10 @@ class Informer(Generic[V]):
     def _set_state(self, error: str | None) -> None:
         changed = error != self.error
         self.error = error
+        if error is None:
+            self.error_since = None
+        elif self.error_since is None:
+            self.error_since = time.time()
         if changed and self._on_state is not None:
             self._on_state()
 
