@@ -172,6 +172,8 @@ def test_a_rollback_in_the_spoke_is_verified_against_the_spokes_pods(two: TwoClu
         )
         status = two.verdict("by-name", 60)["status"]
         assert (status["phase"], status["reason"]) == ("Succeeded", "Verified"), status
+        # No verification left in the spoke: its watches are closed, not left to the API server's timeout.
+        two.hub.wait_for(lambda: two.spoke.watches() == 0, timeout=30, what="the spoke's watches to be closed")
         no_traceback(operator)
 
 
