@@ -83,6 +83,10 @@ class TwoClusters:
     def create(self, name: str, spec: dict[str, Any]) -> None:
         self.hub.apply(verification(name, spec), self.namespace)
 
+    def expect(self, name: str, release: str, **spec: Any) -> None:
+        """A verification that the `agents` Deployment runs `release`'s control-plane image."""
+        self.create(name, {"targets": [{"name": "agents", "image": expected(release, CONTROL_PLANE)}], **spec})
+
     def verdict(self, name: str, timeout: float = TIMEOUT + 30) -> dict[str, Any]:
         return wait_verdict(self.hub, self.namespace, name, timeout)
 
@@ -149,27 +153,13 @@ def test_a_rollback_in_the_spoke_is_verified_against_the_spokes_pods(two: TwoClu
 
         # A manual verification of the same Application (its destination by default) expecting what the
         # spoke does not run: ImageMismatch, from the spoke's pods.
-        two.create(
-            "expects-b",
-            {
-                "application": {"name": two.app},
-                "targets": [{"name": "agents", "image": expected("B", CONTROL_PLANE)}],
-                "timeoutSeconds": 10,
-            },
-        )
+        two.expect("expects-b", "B", application={"name": two.app}, timeoutSeconds=10)
         status = two.verdict("expects-b", 40)["status"]
         assert (status["phase"], status["reason"]) == ("Failed", "ImageMismatch"), status
         assert digest("A") in json.dumps(status["targets"])
 
         # spec.destination naming the operator's own registration of the spoke (the reader Role only).
-        two.create(
-            "by-name",
-            {
-                "destination": {"name": two.reader},
-                "targets": [{"name": "agents", "image": expected("A", CONTROL_PLANE)}],
-                "timeoutSeconds": 30,
-            },
-        )
+        two.expect("by-name", "A", destination={"name": two.reader}, timeoutSeconds=30)
         status = two.verdict("by-name", 60)["status"]
         assert (status["phase"], status["reason"]) == ("Succeeded", "Verified"), status
         # No verification left in the spoke: its watches are closed, not left to the API server's timeout.
@@ -185,15 +175,12 @@ def test_who_may_name_which_cluster_and_clear_reasons_for_bad_credentials(two: T
         server=two.spoke.alias_server,
         execProviderConfig={"command": "argocd-k8s-auth", "apiVersion": "client.authentication.k8s.io/v1beta1"},
     )
-    target = [{"name": "agents", "image": expected("A", CONTROL_PLANE)}]
     with two.operator() as operator:
         # A cluster the settings do not list for this namespace (it exists: the Application's, under another name).
-        two.create("elsewhere", {"destination": {"server": two.spoke.server}, "targets": target})
-        two.create(
-            "wrong-token", {"destination": {"name": f"bad-{two.namespace}"}, "targets": target, "timeoutSeconds": 8}
-        )
-        two.create("exec", {"destination": {"name": f"exec-{two.namespace}"}, "targets": target})
-        two.create("nowhere", {"destination": {"name": "no-such-cluster"}, "targets": target})
+        two.expect("elsewhere", "A", destination={"server": two.spoke.server})
+        two.expect("wrong-token", "A", destination={"name": f"bad-{two.namespace}"}, timeoutSeconds=8)
+        two.expect("exec", "A", destination={"name": f"exec-{two.namespace}"})
+        two.expect("nowhere", "A", destination={"name": "no-such-cluster"})
 
         status = two.verdict("elsewhere", 30)["status"]
         assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
@@ -218,10 +205,7 @@ def test_who_may_name_which_cluster_and_clear_reasons_for_bad_credentials(two: T
 
 def test_destination_clusters_off_refuses_with_the_setting_to_enable(two: TwoClusters) -> None:
     with two.operator(destinations={"enabled": False}):
-        two.create(
-            "off",
-            {"application": {"name": two.app}, "targets": [{"name": "agents", "image": expected("A", CONTROL_PLANE)}]},
-        )
+        two.expect("off", "A", application={"name": two.app})
         status = two.verdict("off", 30)["status"]
         assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
         assert "destinations.enabled" in status["message"]
@@ -246,14 +230,7 @@ def test_the_spoke_down_fails_at_the_deadline_while_the_hub_verifies(two: TwoClu
     # Deployments in the hub too (the same namespace name), verified while the spoke is down.
     helm_deploy(two.hub, namespace, images("A"))
     with two.operator() as operator:
-        two.create(
-            "spoke-down",
-            {
-                "destination": {"name": two.reader},
-                "targets": [{"name": "agents", "image": expected("C", CONTROL_PLANE)}],
-                "timeoutSeconds": 30,
-            },
-        )
+        two.expect("spoke-down", "C", destination={"name": two.reader}, timeoutSeconds=30)
         # Its caches synced (it judges the spoke's pods: "not yet"), then the spoke goes away.
         two.hub.wait_for(
             lambda: (
@@ -267,9 +244,7 @@ def test_the_spoke_down_fails_at_the_deadline_while_the_hub_verifies(two: TwoClu
         )
         outage = two.spoke.outage(45)
         try:
-            two.create(
-                "hub", {"targets": [{"name": "agents", "image": expected("A", CONTROL_PLANE)}], "timeoutSeconds": 60}
-            )
+            two.expect("hub", "A", timeoutSeconds=60)
             hub = two.verdict("hub", 60)["status"]
             assert (hub["phase"], hub["reason"]) == ("Succeeded", "Verified"), hub
             status = two.verdict("spoke-down", 60)["status"]
