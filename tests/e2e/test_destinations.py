@@ -24,6 +24,7 @@ from tests.e2e.agents import VALUES_PATH, GitOpsRepo, expected, helm_deploy, ima
 from tests.e2e.argocd import ArgoCD
 from tests.e2e.spoke import Spoke
 from tests.e2e.support import Cluster, Operator, running_operator
+from tests.e2e.test_chart_install import RELEASE, chart_values, install, service_account_kubeconfig
 
 CONTROL_PLANE = "registry.example/lab/jangar-control-plane"  # the `agents` Deployment's image repository
 TIMEOUT = 60  # seconds: a detected verification's deadline
@@ -255,3 +256,43 @@ def test_the_spoke_down_fails_at_the_deadline_while_the_hub_verifies(two: TwoClu
         assert "unreachable since" in status["message"] and two.reader in status["message"]
         assert hub["completedAt"] <= status["completedAt"]
         no_traceback(operator)
+
+
+def test_the_chart_in_a_hub_verifies_in_the_spoke_with_only_its_own_rbac(
+    cluster: Cluster, spoke: Spoke, namespace: str, tmp_path: Path
+) -> None:
+    """The chart installed with destinations.enabled; the operator runs as the chart's ServiceAccount
+    with the settings the chart renders, and reads the cluster Secret in the Argo CD namespace with the
+    chart's Role (list) and the spoke with the documented reader Role."""
+    argocd_ns = cluster.create_namespace(f"{namespace}-argocd")
+    try:
+        spoke.cluster.create_namespace(namespace)
+        helm_deploy(spoke.cluster, namespace, images("A"))
+        spoke.cluster.rollout_status(namespace, "agents")
+        values = chart_values(
+            namespace, argocd_ns, destinations={"enabled": True}, trust={"destinationClusters": {namespace: ["spoke"]}}
+        )
+        install(cluster, namespace, values)
+        reader = spoke.token(namespace, "rollback-verifier")
+        cluster.apply(spoke.cluster_secret("spoke", reader, namespace=argocd_ns, server=spoke.alias_server))
+        rendered = cluster.get("-n", namespace, "configmap", f"{RELEASE}-rollback-verifier-settings")
+        settings = tmp_path / "settings.yaml"
+        settings.write_text(rendered["data"]["settings.yaml"])
+        as_operator = Cluster(service_account_kubeconfig(cluster, namespace, tmp_path))
+        with running_operator(as_operator, [namespace], tmp_path / "op", settings=settings) as operator:
+            spec = {"destination": {"name": "spoke"}, "timeoutSeconds": 60}
+            spec["targets"] = [{"name": "agents", "image": expected("A", CONTROL_PLANE)}]
+            cluster.apply(verification("in-spoke", spec), namespace)
+            status = wait_verdict(cluster, namespace, "in-spoke", 90)["status"]
+            assert (status["phase"], status["reason"]) == ("Succeeded", "Verified"), status
+            log = operator.log()
+        assert "Forbidden" not in log and "403" not in log, log[-3000:]
+        # The chart's identity reads Secrets in the Argo CD namespace only by listing, nowhere else.
+        assert as_operator.kubectl("-n", argocd_ns, "get", "secrets", check=False).returncode == 0
+        for args in (["-n", argocd_ns, "get", "secret", "cluster-spoke"], ["-n", namespace, "get", "secrets"]):
+            proc = as_operator.kubectl(*args, check=False)
+            assert proc.returncode != 0 and "Forbidden" in proc.stderr, (args, proc.stderr)
+    finally:
+        cluster.helm("uninstall", RELEASE, "-n", namespace, check=False)
+        cluster.kubectl("delete", "namespace", argocd_ns, "--wait=false", check=False)
+        spoke.cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
