@@ -37,12 +37,27 @@ from rollback_verifier.api.models import (
     Target,
     parse_spec,
 )
+from rollback_verifier.controller.clusters import OWN, Cluster, Clusters
 from rollback_verifier.controller.kube import Conflict
 from rollback_verifier.controller.metrics import Metrics
 from rollback_verifier.controller.workers import GitBusy, Pools, Workers
 from rollback_verifier.core.argocd import application_health, operation_running, orphans_of
+from rollback_verifier.core.destinations import (
+    ClusterSecretError,
+    DestinationNotFound,
+    destination_ref,
+    effective_destination,
+    unsupported_message,
+)
 from rollback_verifier.core.rollout import DeploymentView, PodView, deployment_view, pod_view
-from rollback_verifier.core.trust import NamespacePolicy, Refused, RepositoryPolicy, check_reach
+from rollback_verifier.core.trust import (
+    DestinationPolicy,
+    NamespacePolicy,
+    Refused,
+    RepositoryPolicy,
+    check_destination,
+    check_reach,
+)
 from rollback_verifier.core.verdict import (
     ApplicationFacts,
     TargetEvaluation,
@@ -228,6 +243,7 @@ class _Job:
     application: tuple[str, str] | None = None
     last_change: float | None = None  # wall time of the newest nudge not yet evaluated
     cached_targets: frozenset[tuple[str, str]] = frozenset()  # whose caches this job holds open
+    cluster: Cluster | None = None  # where its targets live, once resolved (held open by this job)
 
 
 class VerificationRunner:
@@ -246,6 +262,8 @@ class VerificationRunner:
         workers: Pools | None = None,
         caches: TargetStore | None = None,
         clock: Clock | None = None,
+        clusters: Clusters | None = None,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         self.fresh = fresh
         self.statuses = statuses
@@ -260,6 +278,9 @@ class VerificationRunner:
         self.get_application = get_application
         self.workers: Pools = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
         self.caches = caches
+        # Argo CD's destination clusters (None: only the own cluster, whose caches are `caches`).
+        self.clusters = clusters
+        self.destinations = destinations or DestinationPolicy()
         self._jobs: dict[str, _Job] = {}
         self._announced: set[str] = set()  # uids of recent verdicts whose Event this process ensured
 
@@ -296,11 +317,14 @@ class VerificationRunner:
         self._jobs[uid] = job
         job.task = asyncio.create_task(self._run(uid, job), name=f"verify {job.namespace}/{job.name}")
 
-    def nudge(self, namespace: str, deployment: str) -> None:
-        """A target Deployment, its pods or their caches changed."""
+    def nudge(self, namespace: str, deployment: str | None = None, cluster: str = OWN) -> None:
+        """A target Deployment of `cluster`, its pods or their caches changed (deployment=None: any of
+        `namespace`)."""
         now = self.clock.time()
         for job in self._jobs.values():
-            if (namespace, deployment) in job.targets:
+            if (job.cluster.key if job.cluster else OWN) != cluster:
+                continue
+            if any(ns == namespace and (deployment is None or name == deployment) for ns, name in job.targets):
                 job.last_change = now
                 job.wakeup.set()
 
@@ -344,10 +368,14 @@ class VerificationRunner:
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
             self.metrics.in_progress.labels(app_label).dec()
-            if self.caches is not None:
+            caches = self._caches(job)
+            if caches is not None:
                 for ns, name in job.cached_targets:
-                    self.caches.release(ns, name)
+                    caches.release(ns, name)
             job.cached_targets = frozenset()
+            if job.cluster is not None and self.clusters is not None:
+                self.clusters.release(job.cluster)
+            job.cluster = None
             if self._jobs.get(uid) is job:
                 del self._jobs[uid]
 
@@ -378,10 +406,20 @@ class VerificationRunner:
         except Refused as exc:
             await self._finish(job, failed_before_start(Reason.INVALID_SPEC, exc.message), self.clock.time())
             return
+        if job.cluster is None and self.clusters is not None:
+            try:
+                job.cluster = await self._cluster_of(job, spec, self.clusters)
+            except Refused as exc:
+                await self._finish(job, failed_before_start(Reason.INVALID_SPEC, exc.message), self.clock.time())
+                return
+            except (DestinationNotFound, ClusterSecretError) as exc:
+                await self._finish(job, failed_before_start(Reason.CLUSTER_UNREACHABLE, str(exc)), self.clock.time())
+                return
         # Caches only for targets the trust rules let this object reach.
-        if self.caches is not None:
+        caches = self._caches(job)
+        if caches is not None:
             for ns, name in job.targets - job.cached_targets:
-                self.caches.acquire(ns, name)
+                caches.acquire(ns, name)
             job.cached_targets = job.targets | job.cached_targets
 
         started_at = status.get("startedAt") or now_iso(self.clock.time())
@@ -439,8 +477,9 @@ class VerificationRunner:
                 expectations,
                 deadline_passed=self.clock.time() >= deadline,
                 from_hook=hook,
-                read=read,
+                read=read or self._cached_reader(job),
                 kept=kept if read is None else None,
+                caches=self._caches(job),
             )
 
         while True:
@@ -458,15 +497,25 @@ class VerificationRunner:
                     pending = RollbackVerificationStatus()
                 await wait_for_wakeup(self.clock, job.wakeup, deadline - self.clock.time())
                 continue
+            unreachable = job.cluster.unreachable() if job.cluster is not None and unsynced is not None else None
+            if unreachable is not None:
+                # At the deadline, a destination cluster still unreachable: no fact to judge on.
+                verdict = failed_before_start(Reason.CLUSTER_UNREACHABLE, unreachable)
+                await self._finish(job, verdict, parse_iso(started_at), decided_by_change, pending)
+                return
+            fresh_reads: FreshReads = job.cluster.kube if job.cluster is not None else self.fresh
             # At the deadline without usable caches: judged on a fresh read alone.
-            verdict = evaluate(await self.workers.api(self._read_fresh, targets) if unsynced is not None else None)
+            fresh_only = (
+                await self.workers.api(self._read_fresh, fresh_reads, targets) if unsynced is not None else None
+            )
+            verdict = evaluate(fresh_only)
             wait = deadline - self.clock.time()
             if verdict.final and unsynced is not None:
                 await self._finish(job, verdict, parse_iso(started_at), decided_by_change, pending)
                 return
             if verdict.final:
                 # A verdict is final, so it is decided on fresh facts: the caches may lag the API server.
-                fresh = evaluate(await self.workers.api(self._read_fresh, targets))
+                fresh = evaluate(await self.workers.api(self._read_fresh, fresh_reads, targets))
                 if fresh_read_agrees(verdict, fresh, previous_fresh):
                     await self._finish(job, fresh, parse_iso(started_at), decided_by_change, pending)
                     return
@@ -535,29 +584,54 @@ class VerificationRunner:
         except GitBusy as exc:
             raise ExpectationError(Reason.VALUES_UNAVAILABLE, str(exc)) from None
 
-    def _read_fresh(self, targets: list[Target]) -> Facts:
-        """The targets' Deployments and pods read from the API server now (in an API thread)."""
+    async def _cluster_of(self, job: _Job, spec: RollbackVerificationSpec, clusters: Clusters) -> Cluster:
+        """The cluster the targets live in (api.md spec.destination), connected for this job. Raises
+        Refused (the trust rules), DestinationNotFound or ClusterSecretError (unusable credentials)."""
+        application = self._application(spec)
+        requested = destination_ref(spec.destination.model_dump() if spec.destination else None)
+        effective = effective_destination(requested, application)
+        app_destination = destination_ref(((application or {}).get("spec") or {}).get("destination"))
+        check_destination(job.namespace, requested, app_destination, effective, self.destinations)
+        if effective is None or (effective.own_cluster and not self.destinations.enabled):
+            return clusters.own()
+        secret = await self.workers.api(clusters.lookup, effective)
+        if secret is not None and secret.unsupported:
+            raise ClusterSecretError(unsupported_message(secret))
+        return clusters.acquire(secret)
+
+    def _caches(self, job: _Job) -> TargetStore | None:
+        return job.cluster.caches if job.cluster is not None else self.caches
+
+    def _read_fresh(self, fresh: FreshReads, targets: list[Target]) -> Facts:
+        """The targets' Deployments and pods read from the API server of their cluster now (in an API
+        thread)."""
         read: dict[tuple[str, str], tuple[DeploymentView | None, list[PodView]]] = {}
         for t in targets:
             ns = t.namespace or ""
-            obj = self.fresh.read_deployment(ns, t.name)
+            obj = fresh.read_deployment(ns, t.name)
             if obj is None:
                 read[(ns, t.name)] = (None, [])
                 continue
             view = deployment_view(obj)
             selector = ",".join(f"{k}={v}" for k, v in sorted(view.selector.match_labels.items()))
-            read[(ns, t.name)] = (view, [pod_view(p) for p in self.fresh.list_pods(ns, selector)])
+            read[(ns, t.name)] = (view, [pod_view(p) for p in fresh.list_pods(ns, selector)])
         return lambda ns, name: read.get((ns, name), (None, []))
 
-    def _cached(self, namespace: str, name: str) -> tuple[DeploymentView | None, list[PodView]]:
-        if self.caches is None:
-            return None, []
-        return self.caches.deployment(namespace, name), self.caches.pods(namespace, name)
+    def _cached_reader(self, job: _Job) -> Facts:
+        caches = self._caches(job)
+
+        def cached(namespace: str, name: str) -> tuple[DeploymentView | None, list[PodView]]:
+            if caches is None:
+                return None, []
+            return caches.deployment(namespace, name), caches.pods(namespace, name)
+
+        return cached
 
     def _unsynced(self, job: _Job) -> str | None:
-        if self.caches is None:
+        caches = self._caches(job)
+        if caches is None:
             return "no caches"
-        return next((p for t in sorted(job.cached_targets) if (p := self.caches.unsynced(*t)) is not None), None)
+        return next((p for t in sorted(job.cached_targets) if (p := caches.unsynced(*t)) is not None), None)
 
     def _evaluate(
         self,
@@ -567,20 +641,21 @@ class VerificationRunner:
         *,
         deadline_passed: bool,
         from_hook: bool,
-        read: Facts | None = None,
+        read: Facts,
         kept: _Kept | None = None,
+        caches: TargetStore | None = None,
     ) -> Verdict:
-        """The verdict on the watch caches, or on what `read` returns (a fresh read) when given. With `kept`,
-        the evaluation of a target whose cached facts kept their version is reused."""
+        """The verdict on what `read` returns: the watch caches, or a fresh read. With `kept` (and the
+        `caches` read), the evaluation of a target whose cached facts kept their version is reused."""
         evals = []
         for t in targets:
             ns = t.namespace or ""
-            version = self.caches.version(ns, t.name) if kept is not None and self.caches is not None else None
+            version = caches.version(ns, t.name) if kept is not None and caches is not None else None
             hit = kept.get((ns, t.name)) if kept is not None else None
             if version is not None and hit is not None and hit[0] == version:
                 evals.append(hit[1])
                 continue
-            deployment, pods = (read or self._cached)(ns, t.name)  # read after the version
+            deployment, pods = read(ns, t.name)  # read after the version
             expected = expectations.images[(ns, t.name)]
             evaluation = evaluate_target(TargetInput(t, expected, deployment, pods), spec.digestPolicy)
             if kept is not None and version is not None:

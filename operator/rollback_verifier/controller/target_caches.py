@@ -32,6 +32,10 @@ Changed = Callable[[str, str], None]
 Schedule = Callable[[Callable[[], None]], None]
 
 
+def _at_once(call: Callable[[], None]) -> None:
+    call()  # without a schedule: `changed` is called in the informer's thread and hands over itself
+
+
 @dataclass
 class _Entry:
     deployment: Informer[DeploymentView]
@@ -42,10 +46,11 @@ class _Entry:
 
 
 class TargetCaches:
-    def __init__(self, kube: Kube, changed: Changed, schedule: Schedule) -> None:
+    def __init__(self, kube: Kube, changed: Changed, where: str = "", schedule: Schedule | None = None) -> None:
         self.kube = kube
         self.changed = changed
-        self._schedule = schedule
+        self.where = where  # e.g. " of cluster spoke": which cluster, in messages (empty: the own)
+        self._schedule = schedule or _at_once
         self._entries: dict[Target, _Entry] = {}
         self._lock = threading.Lock()
         self._pending: set[Target] = set()
@@ -83,7 +88,7 @@ class TargetCaches:
             self._nudge(target)
 
         return Informer(
-            f"Deployment {namespace}/{name}",
+            f"Deployment {namespace}/{name}{self.where}",
             self.kube.apps.list_namespaced_deployment,
             namespace,
             view=deployment_view,
@@ -110,7 +115,7 @@ class TargetCaches:
     def _pod_informer(self, target: Target, selector: str) -> Informer[PodView]:
         namespace, name = target
         return Informer(
-            f"pods of {namespace}/{name}",
+            f"pods of {namespace}/{name}{self.where}",
             self.kube.core.list_namespaced_pod,
             namespace,
             view=pod_view,
@@ -174,6 +179,20 @@ class TargetCaches:
             if not informer.synced.is_set():
                 return f"listing {informer.what}"
         return None
+
+    def failing(self) -> tuple[float, str] | None:
+        """Since when (wall time) and why the caches cannot list/watch, over every target cached: the
+        oldest failure still going on; None when none fails."""
+        with self._lock:
+            informers = [i for e in self._entries.values() for i in (e.deployment, e.pods) if i is not None]
+        failures = [(i.error_since, f"cannot list/watch {i.what}: {i.error}") for i in informers if i.error]
+        return min(((since or 0.0, error) for since, error in failures), default=None)
+
+    @property
+    def watches(self) -> int:
+        """How many watches are open now (a target's Deployment, and its pods once its selector is known)."""
+        with self._lock:
+            return sum(1 + (e.pods is not None) for e in self._entries.values())
 
     def not_synced(self) -> list[str]:
         """What is not synced yet, over every target cached: empty when all are (for /readyz)."""
