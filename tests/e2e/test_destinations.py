@@ -21,9 +21,9 @@ import pytest
 import yaml
 from harness.agents import VALUES_PATH, GitOpsRepo, expected, helm_deploy, images, verification, wait_verdict
 from harness.argocd import ArgoCD
+from harness.spoke import Spoke
 from harness.support import Cluster, Operator, running_operator
 
-from tests.e2e.spoke import Spoke
 from tests.e2e.test_chart_install import RELEASE, chart_values, install, service_account_kubeconfig
 
 CONTROL_PLANE = "registry.example/lab/jangar-control-plane"  # the `agents` Deployment's image repository
