@@ -399,6 +399,7 @@ def test_default_settings_file(render):
         "argocdNamespace": "argocd",
         "detection": {
             "enabled": True,
+            "lookbackSeconds": 3600,
             "applications": [
                 {
                     "name": "agents",
