@@ -92,7 +92,7 @@ def test_a_non_mapping_source() -> None:
         ({"values": "- a\n- b\n"}, "source.helm.values is not a YAML mapping (it holds a list)"),
         ({"values": "just text"}, "is not a YAML mapping (it holds a string)"),
         ({"values": "42"}, "(it holds a number)"),
-        ({"values": {"a": 1}}, "source.helm.values is a dict, not a YAML string"),
+        ({"values": {"a": 1}}, "source.helm.values is a mapping, not a YAML string"),
         ({"valuesObject": ["a"]}, "source.helm.valuesObject is a list, not a mapping"),
         ({"valuesObject": "a: 1"}, "source.helm.valuesObject is a string, not a mapping"),
         ({"values": "a: 1", "parameters": "image.tag=v1"}, "source.helm.parameters is not a list"),

@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
@@ -37,6 +36,7 @@ from rollback_verifier.controller.metrics import Metrics
 from rollback_verifier.controller.target_caches import TargetCaches
 from rollback_verifier.controller.workers import GitBusy, Workers
 from rollback_verifier.core.argocd import application_health, operation_running, orphans_of
+from rollback_verifier.core.plain import format_time, parse_time
 from rollback_verifier.core.rollout import DeploymentView, PodView, deployment_view, pod_view
 from rollback_verifier.core.trust import NamespacePolicy, Refused, RepositoryPolicy, check_reach
 from rollback_verifier.core.verdict import (
@@ -70,11 +70,7 @@ Facts = Callable[[str, str], tuple[DeploymentView | None, list[PodView]]]
 
 
 def now_iso(ts: float | None = None) -> str:
-    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(value: str) -> float:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    return format_time(ts if ts is not None else time.time())
 
 
 def detected_by(body: Mapping[str, Any]) -> str:
@@ -257,7 +253,7 @@ class VerificationRunner:
             job.cached_namespaces = frozenset(ns for ns, _ in job.targets) | job.cached_namespaces
 
         started_at = status.get("startedAt") or now_iso()
-        deadline = parse_iso(started_at) + spec.timeoutSeconds
+        deadline = parse_time(started_at) + spec.timeoutSeconds
         application = self._application(spec)
         hook = detected_by(body) == DetectedBy.POST_SYNC_HOOK.value
         resolving = asyncio.ensure_future(self._resolve_bounded(spec, targets, job.namespace, application, hook))
@@ -286,7 +282,7 @@ class VerificationRunner:
             expectations = await resolving
         except ExpectationError as exc:
             verdict = failed_before_start(exc.reason, exc.message)
-            await self._finish(job, verdict, parse_iso(started_at), also=pending)
+            await self._finish(job, verdict, parse_time(started_at), also=pending)
             return
         revision = expectations.revision or spec.revision
         pending.update(
@@ -326,13 +322,13 @@ class VerificationRunner:
             verdict = evaluate(await self.workers.api(self._read_fresh, targets) if unsynced is not None else None)
             wait = deadline - time.time()
             if verdict.final and unsynced is not None:
-                await self._finish(job, verdict, parse_iso(started_at), decided_by_change, pending)
+                await self._finish(job, verdict, parse_time(started_at), decided_by_change, pending)
                 return
             if verdict.final:
                 # A verdict is final, so it is decided on fresh facts: the caches may lag the API server.
                 fresh = evaluate(await self.workers.api(self._read_fresh, targets))
                 if fresh_read_agrees(verdict, fresh, previous_fresh):
-                    await self._finish(job, fresh, parse_iso(started_at), decided_by_change, pending)
+                    await self._finish(job, fresh, parse_time(started_at), decided_by_change, pending)
                     return
                 log.info(
                     "%s/%s: the caches say %s, the API server says %s (%s); evaluating again",
@@ -556,6 +552,6 @@ def progress_shape(verdict: Verdict) -> tuple[Any, ...]:
 
 def _completed(status: Mapping[str, Any]) -> float:
     try:
-        return parse_iso(str(status.get("completedAt")))
+        return parse_time(str(status.get("completedAt")))
     except ValueError:
         return 0.0

@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from rollback_verifier import LABEL_PREFIX
 from rollback_verifier.api.models import DetectedBy
 from rollback_verifier.api.settings import WatchedApplication
+from rollback_verifier.core.plain import parse_time_or_none
 
 APPLICATION_LABEL = f"{LABEL_PREFIX}application"
 DETECTED_BY_LABEL = f"{LABEL_PREFIX}detected-by"
@@ -32,15 +32,6 @@ class HistoryEntry:
         return ",".join(self.revisions)
 
 
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def history_entries(application: Mapping[str, Any]) -> list[HistoryEntry]:
     """status.history as entries, oldest first; malformed entries are skipped, never fatal."""
     out = []
@@ -54,7 +45,7 @@ def history_entries(application: Mapping[str, Any]) -> list[HistoryEntry]:
         else:
             continue
         source = raw.get("source") if isinstance(raw.get("source"), Mapping) else {}
-        out.append(HistoryEntry(raw["id"], revisions, _timestamp(raw.get("deployedAt")), source or {}))
+        out.append(HistoryEntry(raw["id"], revisions, parse_time_or_none(raw.get("deployedAt")), source or {}))
     return sorted(out, key=lambda e: e.id)
 
 

@@ -37,6 +37,7 @@ from urllib.parse import unquote
 import yaml
 
 from rollback_verifier.core.credentials import _HTTP_SCHEMES, GitCredentials, redact_url
+from rollback_verifier.core.plain import type_name
 from rollback_verifier.tools import find_tool
 
 logger = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ class GitValuesReader:
         if loaded is None:
             return {}
         if not isinstance(loaded, dict):
-            raise ValuesUnavailable(f"{where} is not a YAML mapping (it holds a {_kind(loaded)})")
+            raise ValuesUnavailable(f"{where} is not a YAML mapping (it holds a {type_name(loaded)})")
         return loaded
 
     def resolve(self, repo_url: str, revision: str, credentials: GitCredentials | None = None) -> str:
@@ -506,18 +507,6 @@ def _clean_path(path: str) -> str:
     return "/".join(parts)
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return type(value).__name__
-
-
 def _yaml_problem(exc: yaml.YAMLError | RecursionError) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deeply"
@@ -552,13 +541,13 @@ def values_from_helm_source(source: Mapping[str, Any]) -> dict[str, Any]:
     if values_object is not None:
         if not isinstance(values_object, Mapping):
             raise ValuesUnavailable(
-                f"the history entry's source.helm.valuesObject is a {_kind(values_object)}, not a mapping"
+                f"the history entry's source.helm.valuesObject is a {type_name(values_object)}, not a mapping"
             )
         values = copy.deepcopy(dict(values_object))
     elif values_text not in (None, ""):
         if not isinstance(values_text, str):
             raise ValuesUnavailable(
-                f"the history entry's source.helm.values is a {_kind(values_text)}, not a YAML string"
+                f"the history entry's source.helm.values is a {type_name(values_text)}, not a YAML string"
             )
         try:
             loaded = yaml.safe_load(values_text)
@@ -568,7 +557,7 @@ def values_from_helm_source(source: Mapping[str, Any]) -> dict[str, Any]:
             ) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ValuesUnavailable(
-                f"the history entry's source.helm.values is not a YAML mapping (it holds a {_kind(loaded)})"
+                f"the history entry's source.helm.values is not a YAML mapping (it holds a {type_name(loaded)})"
             )
         values = loaded or {}
 
