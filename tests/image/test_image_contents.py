@@ -43,7 +43,7 @@ def test_the_cache_folder_belongs_to_the_operator_and_the_venv_is_compiled(image
     assert (image.rootfs / "tmp").stat().st_mode & 0o7777 == 0o1777
     # Compiled at build time (a read-only root cannot cache bytecode): the operator's modules have .pyc.
     package = next((image.rootfs / "opt/venv/lib").glob("python3*/site-packages/rollback_verifier"))
-    assert list((package / "__pycache__").glob("cli.*.pyc"))
+    assert list((package / "cli" / "__pycache__").glob("main.*.pyc"))
 
 
 def test_the_runtime_venv_carries_no_installer_and_no_unused_async_client(image: Image) -> None:
