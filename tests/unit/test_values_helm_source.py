@@ -8,7 +8,8 @@ import pytest
 
 from rollback_verifier.api.models import Target
 from rollback_verifier.core.images import resolve_expected_image
-from rollback_verifier.values.sources import ValuesUnavailable, values_from_helm_source
+from rollback_verifier.values.helm_history import values_from_helm_source
+from rollback_verifier.values.source import ValuesUnavailable
 
 DIGEST = "sha256:" + "d" * 64
 

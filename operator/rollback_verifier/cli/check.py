@@ -185,7 +185,7 @@ def application_expectations(
     """Expected images (and the revision) from the Application's history entry, with the operator's own
     resolution: the entry's inline Helm values, or the values file in git at the entry's revision."""
     from rollback_verifier.values.expectations import ExpectationError, resolve_expectations
-    from rollback_verifier.values.sources import GitValuesReader
+    from rollback_verifier.values.git import GitValuesReader
 
     where = f"{args.application_namespace}/{args.application}"
     if application is None:

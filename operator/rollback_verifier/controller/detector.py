@@ -31,11 +31,9 @@ from rollback_verifier.core.detection import (
     verifications_to_prune,
 )
 from rollback_verifier.core.images import InvalidImageReference, InvalidImageValues, resolve_expected_image
-from rollback_verifier.values.sources import (
-    GitValuesReader,
-    ValuesUnavailable,
-    values_from_helm_source,
-)
+from rollback_verifier.values.git import GitValuesReader, application_repo_url
+from rollback_verifier.values.resolution import read_values, values_sources
+from rollback_verifier.values.source import ValuesRequest, ValuesUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +52,7 @@ class Detector:
         self.workers = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
         self.metrics = metrics
         self.reader = reader
+        self.sources = values_sources(reader)
         self.settings = settings
         self.watched = {(a.namespace, a.name): a for a in settings.detection.applications}
         self._decided: dict[str, set[int]] = defaultdict(set)  # Application uid -> history ids judged
@@ -132,9 +131,10 @@ class Detector:
         git = watched.valuesFrom.git
         if git is not None and git.repoURL:
             return git.repoURL
-        source = (app.get("spec") or {}).get("source") or {}
-        url = source.get("repoURL")
-        return str(url) if url else None
+        try:
+            return application_repo_url(app, watched.name)
+        except ValuesUnavailable:
+            return None  # ancestry is skipped; the git source says why when content needs it
 
     def _credentials(self, watched: WatchedApplication) -> GitCredentials | None:
         git = watched.valuesFrom.git
@@ -161,26 +161,20 @@ class Detector:
             return self._images[key]
         images: Images | None = None
         try:
-            values = self._values_of(entry, watched, repo_url, credentials)
+            request = ValuesRequest(
+                watched.valuesFrom,
+                entry.revision,
+                watched.name,
+                entry=entry,
+                repo_url=repo_url,
+                credentials=credentials,
+            )
+            values = read_values(self.sources, request).values
             images = tuple(str(resolve_expected_image(t, values)) for t in _targets(watched))
         except (ValuesUnavailable, InvalidImageValues, InvalidImageReference) as exc:
             self._warn_once(f"values:{entry.revision}", f"detection: no images for revision {entry.revision}: {exc}")
         self._images[key] = images
         return images
-
-    def _values_of(
-        self,
-        entry: HistoryEntry,
-        watched: WatchedApplication,
-        repo_url: str | None,
-        credentials: GitCredentials | None,
-    ) -> Mapping[str, Any]:
-        git = watched.valuesFrom.git
-        if git is None:
-            return values_from_helm_source(entry.source)
-        if repo_url is None or self.reader is None or len(entry.revisions) != 1:
-            raise ValuesUnavailable("no single git source to read values from")
-        return self.reader.read_values(repo_url, entry.revision, git.path, credentials)
 
     async def _create(self, watched: WatchedApplication, rollback: Rollback, app_namespace: str) -> None:
         manifest = verification_manifest(watched, rollback, app_namespace)

@@ -48,7 +48,7 @@ from rollback_verifier.core.verdict import (
     merge_conditions,
 )
 from rollback_verifier.values.expectations import ExpectationError, Expectations, resolve_expectations
-from rollback_verifier.values.sources import GitValuesReader
+from rollback_verifier.values.git import GitValuesReader
 
 log = logging.getLogger(__name__)
 
