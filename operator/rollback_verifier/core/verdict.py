@@ -30,19 +30,8 @@ from rollback_verifier.core.images import (
     same_repository,
     template_image_matches,
 )
+from rollback_verifier.core.reasons import RULES, fails_at_once, most_fundamental, shown_in
 from rollback_verifier.core.rollout import DeploymentView, PodView, evaluate_rollout, pods_of
-
-# When several things are wrong at the deadline, the reason is the first of these that applies:
-# the most fundamental cause first (a missing Deployment explains everything after it).
-REASON_ORDER = (
-    Reason.TARGET_NOT_FOUND,
-    Reason.PROGRESS_DEADLINE_EXCEEDED,
-    Reason.IMAGE_MISMATCH,
-    Reason.ROLLOUT_TIMEOUT,
-    Reason.DIGEST_MISMATCH,
-    Reason.APPLICATION_UNHEALTHY,
-    Reason.ORPHANED_RESOURCES,
-)
 
 HEALTHY = "Healthy"
 
@@ -281,8 +270,8 @@ def decide(
         conditions.append(_cond("Ready", True, Reason.VERIFIED.value, message))
         return Verdict(Phase.SUCCEEDED, Reason.VERIFIED, message, [e.status for e in evals], conditions, orphans)
 
-    if Reason.PROGRESS_DEADLINE_EXCEEDED in problems or deadline_passed:
-        reason = next(r for r in REASON_ORDER if r in problems)
+    if deadline_passed or fails_at_once(problems):
+        reason = most_fundamental(problems)
         message = "; ".join(details)
         conditions.append(_cond("Ready", False, reason.value, message))
         return Verdict(Phase.FAILED, reason, message, [e.status for e in evals], conditions, orphans)
@@ -309,14 +298,7 @@ def _conditions(
     evals: Sequence[TargetEvaluation], application: ApplicationFacts | None, app_problem: Reason | None
 ) -> list[Condition]:
     out = [_cond("ExpectedImagesResolved", True, "Resolved", "expected images resolved for every target")]
-    rollout_problem = next(
-        (
-            e
-            for e in evals
-            if e.problem in (Reason.TARGET_NOT_FOUND, Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.ROLLOUT_TIMEOUT)
-        ),
-        None,
-    )
+    rollout_problem = next((e for e in evals if e.problem in shown_in("RolloutComplete")), None)
     unfinished = next((e for e in evals if not e.status.rolloutComplete), None)
     if rollout_problem is None and unfinished is not None:
         # A template that does not pin the expected images yet (e.g. the stuck release being rolled back
@@ -325,10 +307,10 @@ def _conditions(
     elif rollout_problem is None:
         out.append(_cond("RolloutComplete", True, "RolloutComplete", "every target rolled out"))
     else:
-        reason = rollout_problem.problem.value if rollout_problem.problem else "InProgress"
-        reason = "RolloutInProgress" if reason == Reason.ROLLOUT_TIMEOUT.value else reason
+        problem = rollout_problem.problem
+        reason = (RULES[problem].condition_reason or problem.value) if problem else "InProgress"
         out.append(_cond("RolloutComplete", False, reason, rollout_problem.detail))
-    image_problem = next((e for e in evals if e.problem in (Reason.IMAGE_MISMATCH, Reason.DIGEST_MISMATCH)), None)
+    image_problem = next((e for e in evals if e.problem in shown_in("ImagesMatch")), None)
     if image_problem is not None and image_problem.problem is not None:
         out.append(_cond("ImagesMatch", False, image_problem.problem.value, image_problem.detail))
     elif all(e.ok for e in evals):
