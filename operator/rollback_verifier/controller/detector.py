@@ -19,12 +19,11 @@ from rollback_verifier.controller.workers import Workers
 from rollback_verifier.core.credentials import GitCredentials
 from rollback_verifier.core.detection import (
     APPLICATION_LABEL,
+    STRATEGIES,
     HistoryEntry,
     Images,
+    Lookups,
     Rollback,
-    by_ancestry,
-    by_content,
-    by_history,
     history_entries,
     to_examine,
     verification_manifest,
@@ -99,32 +98,39 @@ class Detector:
     async def _judge(
         self, app: Mapping[str, Any], watched: WatchedApplication, entries: list[HistoryEntry], index: int
     ) -> Rollback | None:
-        found = by_history(entries, index)
-        if found is not None or index < 1:
-            return found
-        repo_url = self._repo_url(app, watched)
+        if index < 1:  # the first entry has nothing before it to go back to
+            return None
+        lookups: Lookups | None = None
+        repo_url: str | None = None
+        for strategy in STRATEGIES:
+            if not strategy.reads_git:
+                found = strategy.judge(entries, index, Lookups())
+            else:
+                if lookups is None:  # the Secret is read only when a strategy needs git
+                    repo_url = self._repo_url(app, watched)
+                    lookups = await self._lookups(app, watched, repo_url)
+                found = await self.workers.git(repo_url or "", strategy.judge, entries, index, lookups, bounded=False)
+            if found is not None:
+                return found
+        return None
+
+    async def _lookups(self, app: Mapping[str, Any], watched: WatchedApplication, repo_url: str | None) -> Lookups:
         credentials = await self.workers.api(self._credentials, watched)
+        uid = str((app.get("metadata") or {}).get("uid"))
+        is_ancestor = None
         if repo_url and self.reader is not None:
-            reader = self.reader
+            reader, url = self.reader, repo_url
 
             def is_ancestor(older: str, newer: str) -> bool | None:
                 try:
-                    return reader.is_ancestor(repo_url, older, newer, credentials)
+                    return reader.is_ancestor(url, older, newer, credentials)
                 except ValuesUnavailable as exc:
                     self._warn_once(f"ancestry:{older}", f"detection: cannot compare revisions in git: {exc}")
                     return None
 
-            found = await self.workers.git(repo_url, by_ancestry, entries, index, is_ancestor, bounded=False)
-            if found is not None:
-                return found
-        uid = str((app.get("metadata") or {}).get("uid"))
-        return await self.workers.git(
-            repo_url or "",
-            by_content,
-            entries,
-            index,
-            lambda e: self._images_of(uid, e, watched, repo_url, credentials),
-            bounded=False,
+        return Lookups(
+            is_ancestor=is_ancestor,
+            images_of=lambda e: self._images_of(uid, e, watched, repo_url, credentials),
         )
 
     def _repo_url(self, app: Mapping[str, Any], watched: WatchedApplication) -> str | None:

@@ -104,6 +104,43 @@ def by_content(
     return None
 
 
+@dataclass(frozen=True)
+class Lookups:
+    """What the git-backed strategies may ask; None when it cannot be asked (no repository, no reader)."""
+
+    is_ancestor: Callable[[str, str], bool | None] | None = None
+    images_of: Callable[[HistoryEntry], Images | None] | None = None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    detected_by: DetectedBy
+    judge: Callable[[Sequence[HistoryEntry], int, Lookups], Rollback | None]
+    # Its lookups read git: the detector runs it in the git pool, after the cheaper strategies.
+    reads_git: bool
+
+
+def _by_history(entries: Sequence[HistoryEntry], index: int, _: Lookups) -> Rollback | None:
+    return by_history(entries, index)
+
+
+def _by_ancestry(entries: Sequence[HistoryEntry], index: int, lookups: Lookups) -> Rollback | None:
+    return by_ancestry(entries, index, lookups.is_ancestor) if lookups.is_ancestor else None
+
+
+def _by_content(entries: Sequence[HistoryEntry], index: int, lookups: Lookups) -> Rollback | None:
+    return by_content(entries, index, lookups.images_of) if lookups.images_of else None
+
+
+# Walked in order; the first that finds a rollback names it (DetectedBy). A new strategy is a pure
+# function of the history (plus lookups) and one entry here.
+STRATEGIES: tuple[Strategy, ...] = (
+    Strategy(DetectedBy.ARGOCD_HISTORY, _by_history, reads_git=False),
+    Strategy(DetectedBy.REVISION_ANCESTRY, _by_ancestry, reads_git=True),
+    Strategy(DetectedBy.CONTENT_REVERT, _by_content, reads_git=True),
+)
+
+
 def to_examine(entries: Sequence[HistoryEntry], decided: set[int], now: float, lookback_seconds: float) -> list[int]:
     """Indexes of entries not decided yet and deployed within the lookback window. The window keeps an
     operator that was down from re-judging old history; `decided` keeps repeated events cheap. History
