@@ -31,7 +31,7 @@ test: install tools ## every test: unit, integration (real helm/git/promtool) an
 	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest
 
 unit: install ## fast tests of the pure core
-	@$(BIN)/pytest tests/unit
+	@$(BIN)/pytest -q tests/unit --hypothesis-profile=dev
 
 integration: install tools ## tests with real helm, git, promtool and lua, no cluster
 	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest tests/integration
@@ -43,8 +43,8 @@ chaos: install tools ## the chaos and fault e2e tests (kill loop, control-plane 
 	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/pytest -s -p no:cacheprovider tests/e2e/test_chaos.py tests/e2e/test_faults.py
 
 lint: install ## ruff, mypy, the import contract (.importlinter) and the CRD drift check
-	@$(BIN)/ruff check operator tests bench demo
-	@$(BIN)/ruff format --check operator tests bench demo
+	@$(BIN)/ruff check operator tests bench demo harness
+	@$(BIN)/ruff format --check operator tests bench demo harness
 	@$(BIN)/mypy
 	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/pytest -q tests/unit/test_crd.py
@@ -59,7 +59,7 @@ crds: install ## regenerate the CRD from the API models
 	@$(BIN)/rollback-verifier crds --write deploy/crds --write deploy/chart/crds
 
 demo: install tools ## the main job: a real rollback on the local cluster, verified
-	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/python demo/demo.py
+	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/python -m demo
 
 bench: install tools ## benchmarks on the local cluster (figures go in the README)
 	@export RV_BIN_DIR=$$(tests/e2e/cluster/build-binaries.sh) && $(BIN)/python -m bench

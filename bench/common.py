@@ -21,9 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from harness.support import ROOT, Cluster
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
-from tests.e2e.support import ROOT, Cluster
 
 CLUSTER_SH = ROOT / "tests" / "e2e" / "cluster" / "cluster.sh"
 AUDIT_POLICY = Path(__file__).resolve().parent / "audit-policy.yaml"

@@ -1,7 +1,7 @@
 """Benchmarks 3 and 4: detection latency on real Argo CD rollbacks, verdict vs Argo CD's own health,
 and the operator's API requests when idle and per rollback.
 
-Real Argo CD (tests/e2e/argocd.py: repo-server, application controller, API server and redis as host
+Real Argo CD (harness/argocd.py: repo-server, application controller, API server and redis as host
 processes, the version pinned in versions.env) runs an Application `agents` in `argocd`, its source a
 local git repository (file://) holding the fixture agents chart and values. The operator
 (`rollback-verifier run --namespace bench-detect --settings ...`) watches it. Each iteration:
@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tests.e2e.agents import VALUES_PATH, GitOpsRepo, images, release_images
-from tests.e2e.argocd import ArgoCD
-from tests.e2e.support import Cluster, running_operator
+from harness.agents import VALUES_PATH, GitOpsRepo, images, release_images
+from harness.argocd import ArgoCD
+from harness.support import Cluster, running_operator
 
 from bench.common import (
     BENCH_USER_AGENT,

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 import yaml
-from tests.e2e.support import Cluster
+from harness.support import Cluster
 from tests.image.conftest import OUTPUT, image_config, read_env
 from tests.image.netns import network_namespace
 from tests.image.pod import CHART, RELEASE, Image, RuncContainer, chart_pod

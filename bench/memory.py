@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.agents import GitOpsRepo, expected, git_values_spec, helm_deploy, images, merge, verification
-from tests.e2e.support import Cluster, Operator, running_operator
+from harness.agents import GitOpsRepo, expected, git_values_spec, helm_deploy, images, merge, verification
+from harness.support import Cluster, Operator, running_operator
 
 from bench.common import (
     OPERATOR_USER_AGENTS,

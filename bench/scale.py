@@ -31,8 +31,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.agents import expected, verification
-from tests.e2e.support import ROOT, Cluster, running_operator
+from harness.agents import expected, verification
+from harness.support import ROOT, Cluster, running_operator
 
 from bench.common import Recorder, bench_api, cpu_seconds, deployments_manifest, new_namespace, proc_status
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.agents import GitOpsRepo, git_values_spec, helm_deploy, images, verification
-from tests.e2e.support import Cluster, running_operator
+from harness.agents import GitOpsRepo, git_values_spec, helm_deploy, images, verification
+from harness.support import Cluster, running_operator
 
 from bench.common import (
     OPERATOR_USER_AGENTS,

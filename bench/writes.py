@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.agents import GitOpsRepo, deploy_a_then_b, git_values_spec, verification
-from tests.e2e.support import Cluster, running_operator
+from harness.agents import GitOpsRepo, deploy_a_then_b, git_values_spec, verification
+from harness.support import Cluster, running_operator
 
 from bench.common import FINAL, OPERATOR_USER_AGENTS, AuditLog, bench_api, new_namespace, summary, sync_audit
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import tests.properties  # noqa: F401 - registers the hypothesis profiles before --hypothesis-profile is read
 from rollback_verifier.tools import ToolMissing, find_tool
 
 

@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.e2e.argocd import ArgoCD, ArgoCDError
-from tests.e2e.support import Cluster
+from harness.argocd import ArgoCD, ArgoCDError
+from harness.support import Cluster
 
 CLUSTER_SH = Path(__file__).parent / "cluster" / "cluster.sh"
 

@@ -1,6 +1,6 @@
 """The alerts and the dashboard against a real Prometheus and Alertmanager scraping the real operator.
 
-One operator, Prometheus, Alertmanager and webhook receiver serve the whole module (see monitoring.py
+One operator, Prometheus, Alertmanager and webhook receiver serve the whole module (see harness/monitoring.py
 for the time scale). Real verifications of the fixture agents app (a rollback that lands, one that
 does not) feed the metrics; the last test stops and restarts the operator, so it runs last.
 """
@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tests.e2e.agents import GitOpsRepo, git_values_spec, helm_deploy, images, verification, wait_verdict
-from tests.e2e.monitoring import (
+from harness.agents import GitOpsRepo, git_values_spec, helm_deploy, images, verification, wait_verdict
+from harness.monitoring import (
     DASHBOARD,
     JOB,
     Prometheus,
@@ -31,7 +30,7 @@ from tests.e2e.monitoring import (
     since,
     wait,
 )
-from tests.e2e.support import Cluster, Operator, running_operator
+from harness.support import Cluster, Operator, running_operator
 
 HOLD_LABEL = "e2e.gitops.proompteng.ai/hold-verdict"
 

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from tests.e2e.agents import GitOpsRepo, expected, images
-from tests.e2e.argocd import ArgoCD
-from tests.e2e.support import Cluster, running_operator
+from harness.agents import GitOpsRepo, expected, images
+from harness.argocd import ArgoCD
+from harness.support import Cluster, running_operator
 
 HOOK = "agents-postsync"
 

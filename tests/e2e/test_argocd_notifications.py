@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from harness.agents import expected, images
+from harness.argocd import ArgoCD
+from harness.monitoring import webhook_receiver
+from harness.support import ROOT, Cluster, running_operator
 
-from tests.e2e.agents import expected, images
-from tests.e2e.argocd import ArgoCD
-from tests.e2e.monitoring import webhook_receiver
-from tests.e2e.support import ROOT, Cluster, running_operator
 from tests.e2e.test_argocd_hooks import HOOK, hooked_chart
 
 SNIPPET = ROOT / "deploy" / "argocd" / "argocd-notifications-cm-snippet.yaml"

@@ -17,29 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
+from harness.agents import GitOpsRepo, deploy_a_then_b, expected, git_values_spec, verification, wait_verdict
+from harness.support import Cluster, running_operator, wait_saw_every_verdict
 
-from tests.e2e.agents import GitOpsRepo, deploy_a_then_b, expected, git_values_spec, verification, wait_verdict
 from tests.e2e.conftest import CLUSTER_SH
-from tests.e2e.support import Cluster, Operator, running_operator
 from tests.e2e.test_verifier import events_for
 
 FINAL = ("Succeeded", "Failed")
 VERDICT_REASONS = ("Verified", "TargetNotFound", "RolloutTimeout", "ImageMismatch", "DigestMismatch")
-
-
-def wait_operator_saw_every_verdict(cluster: Cluster, operator: Operator, count: int) -> None:
-    """The positive signal before "nothing changed": the operator's own objects gauge counts `count`
-    final verifications (it has listed and judged every one) and it runs no verification job."""
-
-    def seen() -> bool:
-        families = {f.name: f for f in text_string_to_metric_families(operator.metrics())}
-        objects = families.get("rollback_verification_objects")
-        final = sum(s.value for s in objects.samples if s.labels.get("phase") in FINAL) if objects else 0
-        running = families.get("rollback_verification_in_progress")
-        return final == count and not (running and any(s.value for s in running.samples))
-
-    cluster.wait_for(seen, timeout=60, what=f"the operator to count {count} final verifications and run none")
 
 
 def verdicts(cluster: Cluster, namespace: str) -> dict[str, dict[str, Any]]:
@@ -131,7 +116,7 @@ def test_the_operator_killed_every_few_seconds_over_rollbacks_loses_and_changes_
             killer.join(30)
         with running_operator(cluster, [namespace], tmp_path / "last") as last:
             # A last operator finds every verdict written and leaves it alone.
-            wait_operator_saw_every_verdict(cluster, last, rollbacks)
+            wait_saw_every_verdict(cluster, last, rollbacks)
             final = verdicts(cluster, namespace)
     seconds = time.monotonic() - started
     outcomes = [(s["phase"], s["reason"]) for s in final.values()]
@@ -225,7 +210,7 @@ def test_two_hundred_verifications_at_once_all_reach_their_verdict(
 
         final = cluster.wait_for(all_final, timeout=240, what=f"{count} verdicts", interval=1)
         seconds = time.monotonic() - started
-        wait_operator_saw_every_verdict(cluster, operator, count)
+        wait_saw_every_verdict(cluster, operator, count)
     outcomes = {(s["phase"], s["reason"]) for s in final.values()}
     durations = sorted(float(s["durationSeconds"]) for s in final.values())
     print(

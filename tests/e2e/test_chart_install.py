@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from harness.agents import GitOpsRepo, expected, git_values_spec, helm_deploy, images, verification, wait_verdict
+from harness.support import ROOT, Cluster, running_operator
 
 from rollback_verifier.tools import find_tool
-from tests.e2e.agents import GitOpsRepo, expected, git_values_spec, helm_deploy, images, verification, wait_verdict
-from tests.e2e.support import ROOT, Cluster, running_operator
 
 CHART = ROOT / "deploy" / "chart"
 RELEASE = "rv"

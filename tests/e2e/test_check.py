@@ -10,11 +10,11 @@ import threading
 from pathlib import Path
 
 import yaml
+from harness.agents import VALUES_PATH, GitOpsRepo, expected, helm_deploy, images, merge
+from harness.argocd import ArgoCD
+from harness.support import Cluster
 
 from rollback_verifier.api.models import RollbackVerificationStatus
-from tests.e2e.agents import VALUES_PATH, GitOpsRepo, expected, helm_deploy, images, merge
-from tests.e2e.argocd import ArgoCD
-from tests.e2e.support import Cluster
 
 
 def check(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.e2e.support import Cluster
+from harness.support import Cluster
 
 DIGEST_A = "sha256:" + "1" * 64
 DIGEST_B = "sha256:" + "2" * 64

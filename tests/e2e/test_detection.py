@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tests.e2e.agents import (
+from harness.agents import (
     VALUES_PATH,
     GitOpsRepo,
     expected,
@@ -28,8 +27,9 @@ from tests.e2e.agents import (
     verification,
     wait_verdict,
 )
-from tests.e2e.argocd import ArgoCD, CommandFailed
-from tests.e2e.support import Cluster, Operator, running_operator
+from harness.argocd import ArgoCD, CommandFailed
+from harness.support import Cluster, Operator, running_operator
+
 from tests.e2e.test_verifier import metric
 
 

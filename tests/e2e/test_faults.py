@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.e2e.agents import (
+from harness.agents import (
     VALUES_PATH,
     GitOpsRepo,
     deploy_a_then_b,
@@ -17,8 +16,8 @@ from tests.e2e.agents import (
     verification,
     wait_verdict,
 )
-from tests.e2e.faults import FreezingProxy, HangingRemote, api_server_address
-from tests.e2e.support import Cluster, running_operator
+from harness.faults import FreezingProxy, HangingRemote, api_server_address
+from harness.support import Cluster, running_operator
 
 
 @pytest.fixture

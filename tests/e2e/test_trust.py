@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from harness.agents import VALUES_PATH, GitOpsRepo, images, release_images, verification, wait_verdict
+from harness.argocd import ArgoCD
+from harness.support import Cluster, Operator, running_operator
 
-from tests.e2e.agents import VALUES_PATH, GitOpsRepo, images, release_images, verification, wait_verdict
-from tests.e2e.argocd import ArgoCD
-from tests.e2e.support import Cluster, Operator, running_operator
 from tests.e2e.test_chart_install import CHART, RELEASE, SERVICE_ACCOUNT, service_account_kubeconfig
 
 SECRET = "repo-creds"

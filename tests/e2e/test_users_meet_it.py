@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from rollback_verifier.tools import find_tool
-from tests.e2e.agents import (
+from harness.agents import (
     GitOpsRepo,
     expected,
     git_values_spec,
@@ -24,7 +22,9 @@ from tests.e2e.agents import (
     verification,
     wait_verdict,
 )
-from tests.e2e.support import Cluster, free_port, running_operator
+from harness.support import Cluster, free_port, running_operator
+
+from rollback_verifier.tools import find_tool
 from tests.e2e.test_verifier import operator  # noqa: F401 - the fixture: the operator watching the test namespace
 
 APP_IMAGE = expected("A")

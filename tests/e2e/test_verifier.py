@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-from tests.e2e.agents import (
+from harness.agents import (
     DIGESTS,
     GitOpsRepo,
     deploy_a_then_b,
@@ -22,7 +21,7 @@ from tests.e2e.agents import (
     verification,
     wait_verdict,
 )
-from tests.e2e.support import Cluster, Operator, running_operator, start_operator_wait
+from harness.support import Cluster, Operator, running_operator, start_operator_wait, wait_saw_every_verdict
 
 
 @pytest.fixture
@@ -126,8 +125,14 @@ def test_pods_that_never_get_ready_fail_at_the_deadline_not_before(
     timeout = 12
     cluster.apply(verification("stuck", git_values_spec(repo, rev_a, timeoutSeconds=timeout)), namespace)
 
-    time.sleep(timeout / 2)
-    midway = cluster.get("-n", namespace, "rbv", "stuck")["status"]
+    # The positive signal first: the operator has judged the rollout that cannot finish (a status listing
+    # the targets, one not rolled out). Having judged it, it still says Running: it waits for the deadline.
+    def judged_unfinished() -> dict[str, Any] | None:
+        status: dict[str, Any] = cluster.get("-n", namespace, "rbv", "stuck").get("status") or {}
+        targets = status.get("targets") or []
+        return status if any(not t.get("rolloutComplete") for t in targets) else None
+
+    midway = cluster.wait_for(judged_unfinished, timeout=timeout + 30, what="the operator to judge the rollout")
     assert midway["phase"] == "Running", midway
     assert "waiting" in midway["message"]
 
@@ -223,7 +228,7 @@ def test_an_operator_killed_mid_verification_reaches_the_same_single_verdict(
         assert metric(second.metrics(), "rollback_verification_completed_total", phase="Succeeded") == 1
     # A third start finds a final verdict and leaves it alone.
     with running_operator(cluster, [namespace], tmp_path / "third") as third:
-        time.sleep(2)
+        wait_saw_every_verdict(cluster, third, 1)  # it has listed and judged the verdict: now nothing may follow
         assert metric(third.metrics(), "rollback_verification_completed_total", phase="Succeeded") is None
     assert cluster.get("-n", namespace, "rbv", "survivor")["status"] == status
     verdict_events = [e for e in events_for(cluster, namespace, "survivor") if e["reason"] == "Verified"]

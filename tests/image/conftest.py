@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.support import ROOT
 
 from tests.e2e.conftest import cluster, namespace  # noqa: F401 - the e2e suite's cluster, shared
-from tests.e2e.support import ROOT
 from tests.image.pod import Image
 
 BUILD = ROOT / "deploy" / "image" / "build.sh"

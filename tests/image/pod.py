@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from harness.support import ROOT, Cluster
 
 from rollback_verifier.tools import find_tool
-from tests.e2e.support import ROOT, Cluster
 from tests.image.netns import NetworkNamespace
 from tests.image.runtime_spec import Pod, container_of, pod_spec_of, runtime_spec, seccomp_from_containers_profile
 

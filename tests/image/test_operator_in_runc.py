@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
+from harness.agents import VALUES_PATH, GitOpsRepo, helm_deploy, images, verification, wait_verdict
+from harness.support import Cluster
 
 from rollback_verifier.controller.metrics import Metrics
-from tests.e2e.agents import VALUES_PATH, GitOpsRepo, helm_deploy, images, verification, wait_verdict
-from tests.e2e.support import Cluster
 from tests.image.netns import network_namespace
 from tests.image.pod import CHART, RELEASE, ChartPod, Image, RuncContainer, chart_pod
 

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness.support import free_port
 
 from rollback_verifier.api.crd import CRD_FILE_NAME, render_crd
-from tests.e2e.support import free_port
 
 IMAGE = "registry.example/lab/jangar:aaa@sha256:" + "a" * 64
 

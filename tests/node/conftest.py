@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.support import Cluster
 
 from rollback_verifier.tools import ToolMissing, find_tool
 from tests.e2e.conftest import cluster, namespace  # noqa: F401 - the e2e suite's cluster, shared
-from tests.e2e.support import Cluster
 from tests.image.conftest import OUTPUT, built_image  # noqa: F401 - `make image`, once per session
 from tests.node.images import PAUSE_IMAGE, layout_archive, pause_archive
 from tests.node.node import CNI_PLUGINS, RealNode

@@ -23,8 +23,9 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
+from harness.support import Cluster, free_port, stop_process
+
 from rollback_verifier.tools import find_tool
-from tests.e2e.support import Cluster, free_port, stop_process
 
 CNI_PLUGINS = Path("/usr/lib/cni")
 POD_LOGS = Path("/var/log/pods")  # kubelet's, not configurable

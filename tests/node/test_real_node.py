@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from harness.agents import expected, helm_deploy, images, verification, wait_verdict
+from harness.support import Cluster
 
-from tests.e2e.agents import expected, helm_deploy, images, verification, wait_verdict
-from tests.e2e.support import Cluster
 from tests.image.pod import CHART, CONTAINER, RELEASE
 from tests.node.node import TAINT_KEY, RealNode
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from rollback_verifier.api.models import Target
@@ -24,6 +24,7 @@ from rollback_verifier.core.images import (
     same_repository,
     template_image_matches,
 )
+from tests.properties import examples
 
 HEX_A = "a" * 64
 HEX_B = "b" * 64
@@ -179,7 +180,7 @@ def test_untagged_is_not_latest() -> None:
 _REFERENCE_ALPHABET = "abcxyzAZ0189:/@._-[]sha256 \n\tñ"
 
 
-@settings(max_examples=500)
+@examples(500)
 @given(st.one_of(st.text(max_size=300), st.text(alphabet=_REFERENCE_ALPHABET, max_size=120)))
 def test_parse_image_only_returns_or_raises_invalid_reference(text: str) -> None:
     try:
@@ -228,7 +229,7 @@ def _reference_texts(draw: st.DrawFn) -> tuple[str, str, str, str | None, str | 
     return text, registry, repository, tag, digest
 
 
-@settings(max_examples=300)
+@examples(300)
 @given(_reference_texts())
 def test_round_trip_of_valid_references(case: tuple[str, str, str, str | None, str | None]) -> None:
     text, registry, repository, tag, digest = case
@@ -243,7 +244,7 @@ def test_round_trip_of_valid_references(case: tuple[str, str, str, str | None, s
         assert (image.registry, image.repository) == (registry, repository)
 
 
-@settings(max_examples=300)
+@examples(300)
 @given(st.one_of(st.text(max_size=300), st.text(alphabet=_REFERENCE_ALPHABET + "://", max_size=200)))
 def test_digest_from_image_id_never_raises(text: str) -> None:
     digest = digest_from_image_id(text)
@@ -444,7 +445,7 @@ _yamlish = st.recursive(
 _image_values_keys = st.sampled_from(["image", "controllers.image", "controlPlane.image", "a.b.c"])
 
 
-@settings(max_examples=400)
+@examples(400)
 @given(
     st.dictionaries(st.sampled_from(["image", "controllers", "controlPlane", "a"]), _yamlish, max_size=3),
     _image_values_keys,
@@ -457,7 +458,7 @@ def test_image_from_values_only_raises_invalid_values(values: dict[str, Any], ke
     assert result is None or parse_image(str(result)) == result
 
 
-@settings(max_examples=300)
+@examples(300)
 @given(
     st.dictionaries(st.sampled_from(["image", "controllers", "controlPlane"]), _yamlish, max_size=3),
     st.lists(_image_values_keys, min_size=1, max_size=3),
@@ -471,7 +472,7 @@ def test_resolve_expected_image_only_raises_invalid_values(values: dict[str, Any
     assert result.tag is not None or result.digest is not None
 
 
-@settings(max_examples=200)
+@examples(200)
 @given(
     st.sampled_from(["registry.example/lab/app", "nginx", "localhost:5000/a/b"]),
     st.none() | _tags,

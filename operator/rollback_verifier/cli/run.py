@@ -86,15 +86,18 @@ def _run(args: argparse.Namespace) -> int:
 
     from rollback_verifier.controller import handlers
 
-    handlers.OperatorConfig.api_client = api_client
-    handlers.OperatorConfig.settings = settings
-    handlers.OperatorConfig.metrics_port = args.metrics_port
-    handlers.OperatorConfig.metrics_address = args.metrics_address
-    handlers.OperatorConfig.cache_dir = args.cache_dir
+    options = handlers.RunOptions(
+        settings=settings,
+        api_client=api_client,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        cache_dir=args.cache_dir,
+    )
     kopf.run(
         standalone=True,
         clusterwide=bool(args.all_namespaces),
         namespaces=args.namespace or (),
+        memo=kopf.Memo(options=options),
     )
     return 0
 

@@ -8,14 +8,13 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from rollback_verifier.api.models import Target
 from rollback_verifier.api.settings import Settings, WatchedApplication
-from rollback_verifier.controller.kube import Kube
 from rollback_verifier.controller.metrics import Metrics
-from rollback_verifier.controller.workers import Workers
+from rollback_verifier.controller.workers import Pools, Workers
 from rollback_verifier.core.credentials import GitCredentials
 from rollback_verifier.core.detection import (
     APPLICATION_LABEL,
@@ -37,18 +36,33 @@ from rollback_verifier.values.source import ValuesRequest, ValuesUnavailable
 log = logging.getLogger(__name__)
 
 
+class DetectionStore(Protocol):
+    """What detection reads and writes through the API (blocking: called in the API pool)."""
+
+    def read_secret_data(self, namespace: str, name: str) -> dict[str, str]: ...
+    def create_verification(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The object created; None when one of that name exists already."""
+        ...
+
+    def list_verifications(self, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]: ...
+    def delete_verification(self, namespace: str, name: str, uid: str) -> None: ...
+
+
 class Detector:
     def __init__(
         self,
-        kube: Kube,
+        kube: DetectionStore,
         metrics: Metrics,
         reader: GitValuesReader | None,
         settings: Settings,
-        workers: Workers | None = None,
+        workers: Pools | None = None,
+        *,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.kube = kube
+        self.now = now  # wall time, for the lookback window
         # Git reads in the git pool, API calls in the API pool: detection never delays status writes.
-        self.workers = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
+        self.workers: Pools = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
         self.metrics = metrics
         self.reader = reader
         self.sources = values_sources(reader)
@@ -84,7 +98,7 @@ class Detector:
         async with self._locks[uid]:
             entries = history_entries(app)
             decided = self._decided[uid]
-            for index in to_examine(entries, decided, time.time(), self.settings.detection.lookbackSeconds):
+            for index in to_examine(entries, decided, self.now(), self.settings.detection.lookbackSeconds):
                 rollback = await self._judge(app, watched, entries, index)
                 decided.add(entries[index].id)
                 if rollback is not None:

@@ -11,6 +11,7 @@ import contextvars
 import logging
 import os
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +27,7 @@ from rollback_verifier.controller.detector import Detector
 from rollback_verifier.controller.informer import Informer
 from rollback_verifier.controller.kube import Kube, load_client_config
 from rollback_verifier.controller.metrics import Metrics
-from rollback_verifier.controller.runner import VerificationRunner
+from rollback_verifier.controller.runner import ApiEvents, VerificationRunner
 from rollback_verifier.controller.target_caches import TargetCaches
 from rollback_verifier.controller.workers import Workers
 from rollback_verifier.core.trust import git_protocols, namespace_policy, repository_policy
@@ -35,23 +36,34 @@ from rollback_verifier.values.git import GitValuesReader
 log = logging.getLogger(__name__)
 
 
-class OperatorConfig:
-    """What `rollback-verifier run` was told; set before kopf starts."""
+@dataclass(frozen=True)
+class RunOptions:
+    """What `rollback-verifier run` was told: handed to kopf in its memo (`memo.options`)."""
 
-    settings: Settings = Settings()
+    settings: Settings = field(default_factory=Settings)
     api_client: Any = None  # kubernetes.client.ApiClient of --kubeconfig/--context (None: the usual lookup)
     metrics_port: int = 8080
     metrics_address: str = ""  # "" = every address
     cache_dir: Path = Path("/var/cache/rollback-verifier")
 
 
+def _options(memo: kopf.Memo) -> RunOptions:
+    options = memo.get("options")
+    return options if isinstance(options, RunOptions) else RunOptions()
+
+
+def _api_client(memo: kopf.Memo) -> Any:
+    """The client of the options, else of the usual lookup: loaded once, kept in the memo."""
+    if memo.get("api_client") is None:
+        memo.api_client = _options(memo).api_client or load_client_config()
+    return memo.api_client
+
+
 @kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     """kopf talks to the cluster `run` connected to (--kubeconfig/--context), not to whatever its own
     lookup finds. The same fields as kopf's login_via_client, read from our client's configuration."""
-    if OperatorConfig.api_client is None:
-        OperatorConfig.api_client = load_client_config()
-    cfg = OperatorConfig.api_client.configuration
+    cfg = _api_client(memo).configuration
     # Read through the hook: exec/auth-provider and in-cluster tokens refresh there.
     header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
     scheme, _space, token = (header or "").rpartition(" ")
@@ -92,9 +104,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
 
-    kube = Kube(OperatorConfig.api_client or load_client_config())
+    kube = Kube(_api_client(memo))
     metrics = Metrics()
-    cfg = OperatorConfig
+    cfg = _options(memo)
     apps = application_watcher(kube, cfg.settings.argocdNamespace)
     loop = asyncio.get_running_loop()
     # Tasks started from the watch threads run in kopf's context, so that they can post Events.
@@ -103,9 +115,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     reader = GitValuesReader(cfg.cache_dir / "git", protocols=git_protocols(cfg.settings))
     workers = Workers(budget_seconds=reader.timeout_seconds)
     runner = VerificationRunner(
-        kube,
-        metrics,
-        reader,
+        fresh=kube,
+        statuses=kube,
+        events=ApiEvents(kube.post_event_once),
+        secrets=kube,
+        metrics=metrics,
+        reader=reader,
         # Only Argo CD's namespace is watched (and granted): an Application elsewhere reads as not found.
         get_application=lambda ns, name: apps.get(name) if ns == apps.namespace else None,
         namespaces=namespace_policy(cfg.settings),
@@ -133,6 +148,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     await asyncio.to_thread(apps.settled.wait, 30)
     detector.check_configured(apps.names(), apps.namespace)
     memo.kube, memo.metrics, memo.runner, memo.apps, memo.detector = kube, metrics, runner, apps, detector
+    memo.workers = workers
     memo.http = await _serve_http(metrics, cfg.metrics_address, cfg.metrics_port, lambda: _not_ready(apps, caches))
 
 
@@ -189,7 +205,7 @@ async def _serve_http(metrics: Metrics, address: str, port: int, not_ready: Call
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo.apps.stop()
-    memo.runner.workers.shutdown()
+    memo.workers.shutdown()
     await memo.http.cleanup()
 
 

@@ -5,6 +5,10 @@ watch handlers nudge it) or its deadline comes, then evaluates the pure core aga
 State lives in the object's status: a restarted operator reads `status.startedAt` and carries on
 with the same deadline. The verdict is written with the object's resourceVersion as a
 precondition, so it is written once even if two writers race.
+
+Everything the runner touches outside the event loop is passed in, as the small interfaces below
+(the fresh reads, the status writer, the event sink, the caches, the pools and the clock): the
+operator passes the API client and kopf's Event poster, the unit tests plain fakes and a fake clock.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import kopf
 from pydantic import ValidationError
@@ -28,13 +32,13 @@ from rollback_verifier.api.models import (
     Phase,
     Reason,
     RollbackVerificationSpec,
+    RollbackVerificationStatus,
     Target,
     parse_spec,
 )
-from rollback_verifier.controller.kube import Conflict, Kube
+from rollback_verifier.controller.kube import Conflict
 from rollback_verifier.controller.metrics import Metrics
-from rollback_verifier.controller.target_caches import TargetCaches
-from rollback_verifier.controller.workers import GitBusy, Workers
+from rollback_verifier.controller.workers import GitBusy, Pools, Workers
 from rollback_verifier.core.argocd import application_health, operation_running, orphans_of
 from rollback_verifier.core.plain import format_time, parse_time
 from rollback_verifier.core.rollout import DeploymentView, PodView, deployment_view, pod_view
@@ -69,8 +73,125 @@ RECHECK_SECONDS = 2.0
 Facts = Callable[[str, str], tuple[DeploymentView | None, list[PodView]]]
 
 
-def now_iso(ts: float | None = None) -> str:
-    return format_time(ts if ts is not None else time.time())
+class FreshReads(Protocol):
+    """The targets read from the API server now (blocking: called in the API pool)."""
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def list_pods(self, namespace: str, label_selector: str = "") -> list[dict[str, Any]]: ...
+
+
+class TargetStore(Protocol):
+    """The watch caches of the targets' namespaces, held open while a verification needs them."""
+
+    def acquire(self, namespace: str) -> None: ...
+    def release(self, namespace: str) -> None: ...
+    def deployment(self, namespace: str, name: str) -> DeploymentView | None: ...
+    def pods(self, namespace: str) -> list[PodView]: ...
+    def unsynced(self, namespace: str) -> str | None: ...
+
+
+class StatusWriter(Protocol):
+    """RollbackVerifications read and their status merge-patched (blocking: called in the API pool)."""
+
+    def get_verification(self, namespace: str, name: str) -> dict[str, Any]: ...
+    def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        """The object as written; Conflict when resource_version is no longer the object's."""
+        ...
+
+
+class SecretReader(Protocol):
+    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]]: ...
+
+
+class EventSink(Protocol):
+    def post_once(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """An Event named after the object and reason: posted at most once (blocking: in the API pool)."""
+        ...
+
+    def post(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """An Event posted in the background, without waiting (the VerifierError warnings)."""
+        ...
+
+
+class Clock(Protocol):
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch (what status timestamps and deadlines are in)."""
+        ...
+
+    def monotonic(self) -> float: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def wait_for_first(clock: Clock, awaitable: Awaitable[Any], timeout: float) -> bool:
+    """Wait until `awaitable` is done or `timeout` seconds of `clock` passed: whether it is done.
+    The awaitable is not cancelled when the time is up (a future goes on; a coroutine's task is dropped)."""
+    future = asyncio.ensure_future(awaitable)
+    if future.done() or timeout <= 0:
+        await asyncio.sleep(0)  # as asyncio.wait_for(timeout=0) does: what is ready now counts
+        return future.done()
+    sleeper = asyncio.ensure_future(clock.sleep(timeout))
+    try:
+        await asyncio.wait({future, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+    return future.done()
+
+
+async def wait_for_wakeup(clock: Clock, wakeup: asyncio.Event, timeout: float) -> None:
+    """Until `wakeup` is set or `timeout` seconds passed."""
+    if wakeup.is_set():
+        return
+    waiter = asyncio.ensure_future(wakeup.wait())
+    try:
+        await wait_for_first(clock, waiter, timeout)
+    finally:
+        waiter.cancel()
+
+
+class ApiEvents:
+    """The operator's event sink: named Events through the API client, the others through kopf."""
+
+    def __init__(self, post_event_once: Callable[[Mapping[str, Any], str, str, str], None]) -> None:
+        self._post_event_once = post_event_once
+
+    def post_once(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        self._post_event_once(obj, type_, reason, message)
+
+    def post(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        kopf.event(cast(kopf.Body, obj), type=type_, reason=reason, message=message)
+
+
+def status_patch(status: RollbackVerificationStatus) -> dict[str, Any]:
+    """The merge patch of the fields set on `status`: a field set to None removes it; the objects in its
+    lists carry their non-empty fields only."""
+    patch: dict[str, Any] = {name: None for name in status.model_fields_set if getattr(status, name) is None}
+    patch.update(status.model_dump(mode="json", include=status.model_fields_set, exclude_none=True))
+    return patch
+
+
+def merged(*statuses: RollbackVerificationStatus) -> RollbackVerificationStatus:
+    """One status with the fields set on any of `statuses`, the later ones winning: writes coalesced."""
+    fields: dict[str, Any] = {}
+    for status in statuses:
+        fields.update(status.model_dump(include=status.model_fields_set))
+    return RollbackVerificationStatus.model_validate(fields)
+
+
+def now_iso(ts: float) -> str:
+    return format_time(ts)
 
 
 def detected_by(body: Mapping[str, Any]) -> str:
@@ -103,24 +224,32 @@ class _Job:
 class VerificationRunner:
     def __init__(
         self,
-        kube: Kube,
+        *,
+        fresh: FreshReads,
+        statuses: StatusWriter,
+        events: EventSink,
+        secrets: SecretReader,
         metrics: Metrics,
         reader: GitValuesReader | None,
         get_application: Callable[[str, str], dict[str, Any] | None],
-        *,
         namespaces: NamespacePolicy | None = None,
         repositories: RepositoryPolicy | None = None,
-        workers: Workers | None = None,
-        caches: TargetCaches | None = None,
+        workers: Pools | None = None,
+        caches: TargetStore | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.kube = kube
+        self.fresh = fresh
+        self.statuses = statuses
+        self.events = events
+        self.secrets = secrets
+        self.clock = clock or SystemClock()
         # The trust rules (api.md "Trust boundaries"); the defaults are the strictest.
         self.namespaces = namespaces or NamespacePolicy()
         self.repositories = repositories or RepositoryPolicy()
         self.metrics = metrics
         self.reader = reader
         self.get_application = get_application
-        self.workers = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
+        self.workers: Pools = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
         self.caches = caches
         self._jobs: dict[str, _Job] = {}
         self._announced: set[str] = set()  # uids of recent verdicts whose Event this process ensured
@@ -147,13 +276,11 @@ class VerificationRunner:
         if status.get("phase") in FINAL_PHASES:
             # A verdict is final: nothing to do, ever, but its Event, when it is recent: an operator killed
             # between the verdict's write and its Event posts it now (under its name: never twice).
-            if uid not in self._announced and time.time() - _completed(status) < RECENT_VERDICT_SECONDS:
+            if uid not in self._announced and self.clock.time() - _completed(status) < RECENT_VERDICT_SECONDS:
                 self._announced.add(uid)
                 kind = "Normal" if status.get("phase") == Phase.SUCCEEDED.value else "Warning"
                 reason, message = str(status.get("reason") or ""), str(status.get("message") or "")
-                task = asyncio.ensure_future(
-                    self.workers.api(self.kube.post_event_once, dict(body), kind, reason, message)
-                )
+                task = asyncio.ensure_future(self.workers.api(self.events.post_once, dict(body), kind, reason, message))
                 task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
             return
         job = _Job(namespace=str(meta.get("namespace")), name=str(meta.get("name")), body=dict(body))
@@ -162,14 +289,14 @@ class VerificationRunner:
 
     def nudge(self, namespace: str, deployment: str | None = None) -> None:
         """A Deployment (or, with deployment=None, any Pod) changed in `namespace`."""
-        now = time.time()
+        now = self.clock.time()
         for job in self._jobs.values():
             if any(ns == namespace and (deployment is None or name == deployment) for ns, name in job.targets):
                 job.last_change = now
                 job.wakeup.set()
 
     def nudge_application(self, namespace: str, name: str) -> None:
-        now = time.time()
+        now = self.clock.time()
         for job in self._jobs.values():
             if job.application == (namespace, name):
                 job.last_change = now
@@ -200,17 +327,11 @@ class VerificationRunner:
                     log.warning("verification %s/%s: %s; retrying", job.namespace, job.name, exc, exc_info=True)
                     if not failing:  # one Warning per outage, not one per failed write
                         failing = True
-                        kopf.event(
-                            cast(kopf.Body, job.body),
-                            type="Warning",
-                            reason="VerifierError",
-                            message=f"retrying until it works: {exc}",
-                        )
+                        self.events.post(job.body, "Warning", "VerifierError", f"retrying until it works: {exc}")
                     # A watch event (the watches reconnecting after an outage) retries at once.
-                    await asyncio.sleep(min(backoff, 1.0))  # never faster than once a second
+                    await self.clock.sleep(min(backoff, 1.0))  # never faster than once a second
                     job.wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(job.wakeup.wait(), timeout=max(backoff - 1.0, 0.0))
+                    await wait_for_wakeup(self.clock, job.wakeup, max(backoff - 1.0, 0.0))
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
             self.metrics.in_progress.labels(app_label).dec()
@@ -229,7 +350,9 @@ class VerificationRunner:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "spec"
-            await self._finish(job, failed_before_start(Reason.INVALID_SPEC, f"{where}: {first['msg']}"), time.time())
+            await self._finish(
+                job, failed_before_start(Reason.INVALID_SPEC, f"{where}: {first['msg']}"), self.clock.time()
+            )
             return
         targets = spec.effective_targets(job.namespace)
         job.targets = frozenset((t.namespace or job.namespace, t.name) for t in targets)
@@ -244,7 +367,7 @@ class VerificationRunner:
                 self.namespaces,
             )
         except Refused as exc:
-            await self._finish(job, failed_before_start(Reason.INVALID_SPEC, exc.message), time.time())
+            await self._finish(job, failed_before_start(Reason.INVALID_SPEC, exc.message), self.clock.time())
             return
         # Caches only for namespaces the trust rules let this object reach.
         if self.caches is not None:
@@ -252,7 +375,7 @@ class VerificationRunner:
                 self.caches.acquire(ns)
             job.cached_namespaces = frozenset(ns for ns, _ in job.targets) | job.cached_namespaces
 
-        started_at = status.get("startedAt") or now_iso()
+        started_at = status.get("startedAt") or now_iso(self.clock.time())
         deadline = parse_time(started_at) + spec.timeoutSeconds
         application = self._application(spec)
         hook = detected_by(body) == DetectedBy.POST_SYNC_HOOK.value
@@ -261,22 +384,21 @@ class VerificationRunner:
         # progress (or the verdict) when the expected images resolve within RUNNING_GRACE_SECONDS; only a
         # slow resolution (a git read) gets a Running write of its own, so that startedAt (the deadline)
         # survives a restart and the status says what it waits for.
-        pending: dict[str, Any] = {}
+        pending = RollbackVerificationStatus()
         if status.get("phase") != Phase.RUNNING.value:
-            pending = {
-                "phase": Phase.RUNNING.value,
-                "startedAt": started_at,
-                "detectedBy": detected_by(body),
-                "message": "resolving the expected images",
-                "observedGeneration": (body.get("metadata") or {}).get("generation"),
-            }
-            done, _ = await asyncio.wait({resolving}, timeout=RUNNING_GRACE_SECONDS)
-            if not done:
+            pending = RollbackVerificationStatus(
+                phase=Phase.RUNNING,
+                startedAt=started_at,
+                detectedBy=DetectedBy(detected_by(body)),
+                message="resolving the expected images",
+                observedGeneration=(body.get("metadata") or {}).get("generation"),
+            )
+            if not await wait_for_first(self.clock, resolving, RUNNING_GRACE_SECONDS):
                 await self._write(job, pending)
-                pending = {}
+                pending = RollbackVerificationStatus()
         # Also on a resume: the operator may have died between its Running write and this Event.
         await self.workers.api(
-            self.kube.post_event_once, job.body, "Normal", "Started", f"verifying {len(targets)} Deployments"
+            self.events.post_once, job.body, "Normal", "Started", f"verifying {len(targets)} Deployments"
         )
         try:
             expectations = await resolving
@@ -285,10 +407,11 @@ class VerificationRunner:
             await self._finish(job, verdict, parse_time(started_at), also=pending)
             return
         revision = expectations.revision or spec.revision
-        pending.update(
-            revision=revision,
-            shortRevision=revision[:8] if revision else None,
-            fromRevision=spec.fromRevision,
+        pending = merged(
+            pending,
+            RollbackVerificationStatus(
+                revision=revision, shortRevision=revision[:8] if revision else None, fromRevision=spec.fromRevision
+            ),
         )
 
         last_written: Any = None
@@ -299,7 +422,7 @@ class VerificationRunner:
         def evaluate(read: Facts | None) -> Verdict:
             """The verdict on the caches (read=None) or on a fresh read from the API server."""
             return self._evaluate(
-                spec, targets, expectations, deadline_passed=time.time() >= deadline, from_hook=hook, read=read
+                spec, targets, expectations, deadline_passed=self.clock.time() >= deadline, from_hook=hook, read=read
             )
 
         while True:
@@ -309,18 +432,17 @@ class VerificationRunner:
             decided_by_change = job.last_change
             job.last_change = None
             unsynced = self._unsynced(job)
-            if unsynced is not None and time.time() < deadline:
+            if unsynced is not None and self.clock.time() < deadline:
                 # Not judged on caches still listing (nor on ones the API server refuses): say why.
                 message = f"waiting for the caches: {unsynced}"
                 if message != (job.body.get("status") or {}).get("message"):
-                    await self._write(job, {**pending, "message": message})
-                    pending = {}
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(job.wakeup.wait(), timeout=deadline - time.time())
+                    await self._write(job, merged(pending, RollbackVerificationStatus(message=message)))
+                    pending = RollbackVerificationStatus()
+                await wait_for_wakeup(self.clock, job.wakeup, deadline - self.clock.time())
                 continue
             # At the deadline without usable caches: judged on a fresh read alone.
             verdict = evaluate(await self.workers.api(self._read_fresh, targets) if unsynced is not None else None)
-            wait = deadline - time.time()
+            wait = deadline - self.clock.time()
             if verdict.final and unsynced is not None:
                 await self._finish(job, verdict, parse_time(started_at), decided_by_change, pending)
                 return
@@ -350,17 +472,16 @@ class VerificationRunner:
             progress = (verdict.message, [t.model_dump() for t in verdict.targets])
             shape = progress_shape(verdict)
             if not verdict.final and progress != last_written:
-                since = time.monotonic() - last_write_at
+                since = self.clock.monotonic() - last_write_at
                 interval = PROGRESS_INTERVAL if shape != last_shape else PROGRESS_DETAIL_INTERVAL
                 if since >= interval:
-                    await self._write(job, {**pending, **self._status_of(job, verdict)})
-                    last_written, last_shape, last_write_at = progress, shape, time.monotonic()
-                    pending = {}
+                    await self._write(job, merged(pending, self._status_of(job, verdict)))
+                    last_written, last_shape, last_write_at = progress, shape, self.clock.monotonic()
+                    pending = RollbackVerificationStatus()
                 else:
                     wait = min(wait, interval - since)
             if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(job.wakeup.wait(), timeout=wait)
+                await wait_for_wakeup(self.clock, job.wakeup, wait)
 
     def _application(self, spec: RollbackVerificationSpec) -> dict[str, Any] | None:
         if spec.application is None:
@@ -384,7 +505,7 @@ class VerificationRunner:
                 targets,
                 application=application,
                 reader=self.reader,
-                read_secret=lambda name: self.kube.read_secret(namespace, name),
+                read_secret=lambda name: self.secrets.read_secret(namespace, name),
                 during_sync=during_sync,
                 repositories=self.repositories,
             )
@@ -401,13 +522,13 @@ class VerificationRunner:
         read: dict[tuple[str, str], tuple[DeploymentView | None, list[PodView]]] = {}
         for t in targets:
             ns = t.namespace or ""
-            obj = self.kube.read_deployment(ns, t.name)
+            obj = self.fresh.read_deployment(ns, t.name)
             if obj is None:
                 read[(ns, t.name)] = (None, [])
                 continue
             view = deployment_view(obj)
             selector = ",".join(f"{k}={v}" for k, v in sorted(view.selector.match_labels.items()))
-            read[(ns, t.name)] = (view, [pod_view(p) for p in self.kube.list_pods(ns, selector)])
+            read[(ns, t.name)] = (view, [pod_view(p) for p in self.fresh.list_pods(ns, selector)])
         return lambda ns, name: read.get((ns, name), (None, []))
 
     def _cached(self, namespace: str, name: str) -> tuple[DeploymentView | None, list[PodView]]:
@@ -452,30 +573,30 @@ class VerificationRunner:
             )
         return decide(inputs, spec.digestPolicy, facts, deadline_passed)
 
-    def _status_of(self, job: _Job, verdict: Verdict) -> dict[str, Any]:
+    def _status_of(self, job: _Job, verdict: Verdict) -> RollbackVerificationStatus:
         previous = [Condition.model_validate(c) for c in (job.body.get("status") or {}).get("conditions") or ()]
-        conditions = merge_conditions(previous, verdict.conditions, now_iso())
-        return {
-            "phase": verdict.phase.value,
-            "reason": verdict.reason.value if verdict.reason else None,
-            "message": verdict.message,
-            "targets": [t.model_dump(exclude_none=True) for t in verdict.targets],
-            "orphanedResources": [o.model_dump() for o in verdict.orphans],
-            "conditions": [c.model_dump(exclude_none=True) for c in conditions],
-        }
+        return RollbackVerificationStatus(
+            phase=verdict.phase,
+            reason=verdict.reason,
+            message=verdict.message,
+            targets=list(verdict.targets),
+            orphanedResources=list(verdict.orphans),
+            conditions=merge_conditions(previous, verdict.conditions, now_iso(self.clock.time())),
+        )
 
-    async def _write(self, job: _Job, status: Mapping[str, Any]) -> None:
+    async def _write(self, job: _Job, status: RollbackVerificationStatus) -> None:
         """Patch status under a resourceVersion precondition, never over a verdict: on a conflict, re-read
         and try again; if the re-read shows a verdict, another writer finished this job."""
+        patch = status_patch(status)
         for _ in range(5):
             if (job.body.get("status") or {}).get("phase") in FINAL_PHASES:
                 raise _AlreadyDecided
             rv = (job.body.get("metadata") or {}).get("resourceVersion")
             try:
-                job.body = await self.workers.api(self.kube.patch_status, job.namespace, job.name, status, rv)
+                job.body = await self.workers.api(self.statuses.patch_status, job.namespace, job.name, patch, rv)
                 return
             except Conflict:
-                job.body = await self.workers.api(self.kube.get_verification, job.namespace, job.name)
+                job.body = await self.workers.api(self.statuses.get_verification, job.namespace, job.name)
         raise RuntimeError("status could not be written after 5 conflicting updates")
 
     async def _finish(
@@ -484,15 +605,19 @@ class VerificationRunner:
         verdict: Verdict,
         started: float,
         decided_by_change: float | None = None,
-        also: Mapping[str, Any] | None = None,
+        also: RollbackVerificationStatus | None = None,
     ) -> None:
         """Write the verdict exactly once; count it only if this write is the one that landed."""
-        completed = time.time()
-        status = {**(also or {}), **self._status_of(job, verdict)}
-        status.update(completedAt=now_iso(completed), durationSeconds=round(completed - started, 1))
+        completed = self.clock.time()
+        verdict_fields = RollbackVerificationStatus(
+            completedAt=now_iso(completed), durationSeconds=round(completed - started, 1)
+        )
         if "startedAt" not in (job.body.get("status") or {}):
-            status["startedAt"] = now_iso(started)
-            status["detectedBy"] = detected_by(job.body)
+            verdict_fields = merged(
+                verdict_fields,
+                RollbackVerificationStatus(startedAt=now_iso(started), detectedBy=DetectedBy(detected_by(job.body))),
+            )
+        status = merged(also or RollbackVerificationStatus(), self._status_of(job, verdict), verdict_fields)
         try:
             await self._write(job, status)
         except _AlreadyDecided:
@@ -501,11 +626,11 @@ class VerificationRunner:
             # The verdict write was refused (an admission webhook, a quota). The Running fields it carried
             # (startedAt: the deadline) are written on their own, so that a restart keeps the deadline and
             # the object says it is Running while the verdict is retried.
-            if also:
+            if also is not None and also.model_fields_set:
                 with contextlib.suppress(Exception):
                     await self._write(job, also)
             raise
-        written = time.time()
+        written = self.clock.time()
         app = str(((job.body.get("spec") or {}).get("application") or {}).get("name") or "")
         reason = verdict.reason.value if verdict.reason else ""
         self.metrics.record_verdict(app, verdict.phase.value, reason, completed - started, written)
@@ -514,7 +639,7 @@ class VerificationRunner:
         kind = "Normal" if verdict.phase == Phase.SUCCEEDED else "Warning"
         self._announced.add(str((job.body.get("metadata") or {}).get("uid")))
         try:
-            await self.workers.api(self.kube.post_event_once, job.body, kind, reason, verdict.message)
+            await self.workers.api(self.events.post_once, job.body, kind, reason, verdict.message)
         except Exception as exc:  # the verdict is written: an Event that cannot be posted does not undo it
             log.warning("%s/%s: cannot post the %s Event: %s", job.namespace, job.name, reason, exc)
         log.info("%s/%s: %s/%s: %s", job.namespace, job.name, verdict.phase.value, reason, verdict.message)

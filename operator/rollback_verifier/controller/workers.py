@@ -15,13 +15,20 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
 API_THREADS = 16
 GIT_THREADS = 16  # threads wait on git subprocesses: cheap, and more hanging remotes fit before others queue
 GIT_READS_PER_REPOSITORY = 2
+
+
+class Pools(Protocol):
+    """Where blocking calls run: what Workers offers (the unit tests pass one that calls inline)."""
+
+    async def api(self, fn: Callable[..., T], *args: object) -> T: ...
+    async def git(self, repository: str, fn: Callable[..., T], *args: object, bounded: bool = True) -> T: ...
 
 
 class GitBusy(Exception):

@@ -1,4 +1,4 @@
-"""The Argo CD harness (tests/e2e/argocd.py) fails clearly and leaves nothing running: no redis-server,
+"""The Argo CD harness (harness/argocd.py) fails clearly and leaves nothing running: no redis-server,
 no argocd binary, a taken port, a component that exits, a component that never opens its port. Real
 processes (redis-server, Argo CD's own binary), no cluster: each fails before anything needs one."""
 
@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.argocd import ArgoCD, ArgoCDError, Component, Ports, free_port
-from tests.e2e.support import Cluster
+from harness.argocd import ArgoCD, ArgoCDError, Component, Ports, free_port
+from harness.support import Cluster
 
 NO_CLUSTER = Cluster(Path("/nonexistent/kubeconfig"))
 

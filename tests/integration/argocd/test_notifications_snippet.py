@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.e2e.monitoring import webhook_receiver
-from tests.e2e.support import ROOT, Cluster
+from harness.monitoring import webhook_receiver
+from harness.support import ROOT, Cluster
 
 SNIPPET = ROOT / "deploy" / "argocd" / "argocd-notifications-cm-snippet.yaml"
 TRIGGER, TEMPLATE = "on-rollback-verification-failed", "rollback-verification-failed"

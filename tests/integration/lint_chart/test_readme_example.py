@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from harness.support import ROOT
 
 from rollback_verifier.cli.main import main
-from tests.e2e.support import ROOT
 
 OLD = ROOT / "tests" / "fixtures" / "charts" / "agents"
 NEW = ROOT / "tests" / "fixtures" / "charts" / "agents-next"

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from tests.e2e.monitoring import dashboard_queries
+from harness.monitoring import dashboard_queries
 
 REPO = Path(__file__).resolve().parents[3]
 RULES = REPO / "deploy" / "prometheus" / "rules" / "rollback-verifier.rules.yaml"

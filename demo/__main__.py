@@ -1,4 +1,4 @@
-"""`make demo`: real Argo CD rolls the agents app back, and the operator notices by itself.
+"""`make demo` (`python -m demo`): real Argo CD rolls the agents app back, and the operator notices by itself.
 
 Brings up the local cluster and real Argo CD (repo-server, application controller, API server and
 redis as host processes), with a local GitOps repository that Argo CD reads. Argo CD deploys release A,
@@ -18,15 +18,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.e2e.agents import VALUES_PATH, GitOpsRepo, images, wait_verdict  # noqa: E402 - root importable first
-from tests.e2e.argocd import ArgoCD, ArgoCDError  # noqa: E402
-from tests.e2e.support import Cluster, running_operator  # noqa: E402
+from harness.agents import VALUES_PATH, GitOpsRepo, images, wait_verdict
+from harness.argocd import ArgoCD, ArgoCDError
+from harness.support import ROOT, Cluster, running_operator
 
 NAMESPACE = "agents"
 APP = "agents"
@@ -45,8 +42,12 @@ def show(text: str) -> None:
         print(f"    {line}")
 
 
+# The cluster's name: RV_CLUSTER_NAME, as for `make cluster-up`, so that a demo can run beside another cluster.
+CLUSTER_NAME = os.environ.get("RV_CLUSTER_NAME") or "rollback-verifier"
+
+
 def cluster_up() -> Cluster:
-    env = {**os.environ, "RV_CLUSTER_NAME": "rollback-verifier"}
+    env = {**os.environ, "RV_CLUSTER_NAME": CLUSTER_NAME}
     proc = subprocess.run(
         [str(ROOT / "tests/e2e/cluster/cluster.sh"), "up"], env=env, capture_output=True, text=True, check=False
     )
@@ -58,7 +59,7 @@ def cluster_up() -> Cluster:
     return Cluster(Path(kubeconfig.group(1)))
 
 
-def targets_table(status: dict) -> str:
+def targets_table(status: dict[str, Any]) -> str:
     rows = [("DEPLOYMENT", "READY", "EXPECTED", "RUNNING (imageID)", "DIGESTS")]
     for t in status.get("targets", []):
         expected = ", ".join(sorted(set(t.get("expectedImages", {}).values())))
@@ -91,7 +92,7 @@ def metric_lines(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if line.startswith(keep))
 
 
-def verdict_line(status: dict) -> str:
+def verdict_line(status: dict[str, Any]) -> str:
     colour = GREEN if status["phase"] == "Succeeded" else RED
     return f"{colour}{status['phase']}/{status['reason']}{RESET}: {status['message']}"
 
@@ -118,8 +119,8 @@ def history(argocd: ArgoCD) -> str:
     return argocd.cli("app", "history", APP).stdout
 
 
-def show_verdict(cluster: Cluster, name: str) -> dict:
-    status = wait_verdict(cluster, NAMESPACE, name, DEADLINE + 60)["status"]
+def show_verdict(cluster: Cluster, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = wait_verdict(cluster, NAMESPACE, name, DEADLINE + 60)["status"]
     step(f"{name} ({status['detectedBy']}): {verdict_line(status)}")
     show(cluster.kubectl("-n", NAMESPACE, "get", "rbv").stdout)
     show(targets_table(status))
@@ -132,7 +133,7 @@ def main() -> None:
     cluster = cluster_up()
     cluster.install_crd()
     cluster.create_namespace(NAMESPACE, fresh=True)
-    home = cache_root() / "argocd-demo"
+    home = cache_root() / f"argocd-demo-{CLUSTER_NAME}"
     shutil.rmtree(home, ignore_errors=True)
     try:
         argocd = ArgoCD(cluster, home)
@@ -150,7 +151,7 @@ def main() -> None:
         f"done in {time.monotonic() - started:.0f}s. Argo CD is stopped (its logs: {argocd.logs}); the cluster "
         f"keeps running: export KUBECONFIG={cluster.kubeconfig}"
     )
-    print("    stop it with: make cluster-down")
+    print(f"    stop it with: RV_CLUSTER_NAME={CLUSTER_NAME} make cluster-down")
 
 
 def argocd_version(argocd: ArgoCD) -> str:

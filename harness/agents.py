@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
+from harness.support import AGENTS_CHART, ROOT, Cluster
 from rollback_verifier.tools import find_tool
-from tests.e2e.support import AGENTS_CHART, ROOT, Cluster
 
 VALUES_PATH = "argocd/applications/agents/values.yaml"
 CHART_PATH = "charts/agents"

@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
+from harness.support import ROOT, Cluster, free_port, stop_process
 from rollback_verifier.tools import find_tool
-from tests.e2e.support import ROOT, Cluster, free_port, stop_process
 
 RULES = ROOT / "deploy" / "chart" / "files" / "rollback-verifier.rules.yaml"
 DASHBOARD = ROOT / "deploy" / "chart" / "files" / "rollback-verifier.dashboard.json"

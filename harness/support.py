@@ -18,7 +18,8 @@ import yaml
 
 from rollback_verifier.tools import find_tool
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
+FINAL_PHASES = ("Succeeded", "Failed")
 AGENTS_CHART = ROOT / "tests" / "fixtures" / "charts" / "agents"
 CRD_DIR = ROOT / "deploy" / "crds"
 
@@ -112,6 +113,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_saw_every_verdict(cluster: Cluster, operator: Operator, count: int) -> None:
+    """The positive signal before "nothing changed": the operator's own objects gauge counts `count`
+    final verifications (it has listed and judged every one) and it runs no verification job."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def seen() -> bool:
+        families = {f.name: f for f in text_string_to_metric_families(operator.metrics())}
+        objects = families.get("rollback_verification_objects")
+        final = sum(s.value for s in objects.samples if s.labels.get("phase") in FINAL_PHASES) if objects else 0
+        running = families.get("rollback_verification_in_progress")
+        return final == count and not (running and any(s.value for s in running.samples))
+
+    cluster.wait_for(seen, timeout=60, what=f"the operator to count {count} final verifications and run none")
 
 
 @dataclass

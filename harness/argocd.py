@@ -29,15 +29,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from harness.agents import CHART_PATH, VALUES_PATH, GitOpsRepo
+from harness.support import ROOT, Cluster, stop_process
 from rollback_verifier.tools import BIN_DIR_ENV, ToolMissing, find_tool
-from tests.e2e.agents import CHART_PATH, VALUES_PATH, GitOpsRepo
-from tests.e2e.support import ROOT, Cluster, stop_process
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "applications"
 IN_CLUSTER = "https://kubernetes.default.svc"
@@ -194,13 +194,12 @@ class ArgoCD:
         self.cluster.kubectl("apply", "--server-side", "--force-conflicts", *files)
         for crd in ("applications.argoproj.io", "appprojects.argoproj.io"):
             # Right after creation a CRD has no conditions yet and `kubectl wait` errors out: retry.
+            def established(c: str = crd) -> bool:
+                wait = ("wait", "--for=condition=Established", f"crd/{c}", "--timeout=5s")
+                return self.cluster.kubectl(*wait, check=False).returncode == 0
+
             self.cluster.wait_for(
-                lambda c=crd: (
-                    self.cluster.kubectl(
-                        "wait", "--for=condition=Established", f"crd/{c}", "--timeout=5s", check=False
-                    ).returncode
-                    == 0
-                ),
+                established,
                 timeout=60,
                 what=f"crd/{crd} to be Established",
                 interval=0.5,
@@ -504,8 +503,8 @@ class ArgoCD:
         )
 
     def get(self, name: str) -> dict[str, Any]:
-        app: dict[str, Any] = self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
-        return app
+        app = self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        return cast(dict[str, Any], app)
 
     def history(self, name: str) -> list[dict[str, Any]]:
         return list((self.get(name).get("status") or {}).get("history") or [])
