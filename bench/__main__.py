@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import detection, memory, plots, report, scale, verdict_latency, writes
+from bench import destinations, detection, memory, plots, report, scale, verdict_latency, writes
 from bench.common import CLUSTER_NAME, audit_log_path, cluster_down, cluster_up
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 # detection also measures the API requests (idle, per rollback); scale runs the operator before and after
 # the informer change on a cluster of --scale-deployments Deployments (the longest: ~15 min at 1,000).
-BENCHMARKS = ("latency", "memory", "detection", "writes", "scale")
+BENCHMARKS = ("latency", "memory", "detection", "writes", "scale", "destinations")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "writes": lambda wd: writes.run(kubeconfig, audit, wd, count=args.verifications),
             "scale": lambda wd: scale.run(kubeconfig, wd, deployments=args.scale_deployments),
+            "destinations": lambda wd: destinations.run(kubeconfig, wd),
         }
         for name in chosen:
             print(f"bench: {name} ...", file=sys.stderr)

@@ -214,6 +214,25 @@ def _scale(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _destinations(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Destination clusters (cluster Secrets for one spoke under K names: one connection each)",
+        "",
+        "| clusters | RSS idle | RSS, all connected | threads | spoke watches "
+        "| cold verdict p50 / max | warm verdict p50 / max |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in r["runs"]:
+        idle, on = run["idle"], run["connected"]
+        cold, warm = run["cold_verdict_seconds"], run["warm_verdict_seconds"]
+        lines.append(
+            f"| {run['clusters']} | {_mb(idle['VmRSS'])} | {_mb(on['VmRSS'])} | {on['Threads']} "
+            f"| {on['spoke_watches']} | {cold['p50']:.2f} s / {cold['max']:.2f} s "
+            f"| {warm['p50']:.2f} s / {warm['max']:.2f} s |"
+        )
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results.get("environment", {})
     lines = [
@@ -227,6 +246,7 @@ def markdown(results: dict[str, Any]) -> str:
         "detection": _detection,
         "writes": _writes,
         "scale": _scale,
+        "destinations": _destinations,
     }
     for name, render in sections.items():
         r = results.get("benchmarks", {}).get(name)

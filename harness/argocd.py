@@ -465,9 +465,11 @@ class ArgoCD:
         automated: bool = False,
         multi_source: bool = False,
         helm_values: dict[str, Any] | None = None,
+        cluster: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """The agents Application as a GitOps setup declares it: the chart at charts/agents, the values
-        file reached relative to the chart path (or, multi-source, through a `ref: values` source)."""
+        file reached relative to the chart path (or, multi-source, through a `ref: values` source).
+        `cluster`: its destination cluster ({name} or {server} of a cluster Secret; default in-cluster)."""
         helm: dict[str, Any] = {"releaseName": "agents"}
         if multi_source:
             helm["valueFiles"] = [f"$values/{VALUES_PATH}"]
@@ -476,7 +478,7 @@ class ArgoCD:
         if helm_values is not None:
             helm["valuesObject"] = helm_values
         chart = {"repoURL": repo_url, "path": CHART_PATH, "targetRevision": "main", "helm": helm}
-        destination = {"server": IN_CLUSTER, "namespace": dest_namespace}
+        destination = {**(cluster or {"server": IN_CLUSTER}), "namespace": dest_namespace}
         spec: dict[str, Any] = {"project": "default", "destination": destination}
         if multi_source:
             spec["sources"] = [chart, {"repoURL": repo_url, "targetRevision": "main", "ref": "values"}]

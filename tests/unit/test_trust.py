@@ -9,13 +9,17 @@ import pytest
 
 from rollback_verifier.api.models import Reason, parse_spec
 from rollback_verifier.api.settings import Settings
+from rollback_verifier.core.destinations import DestinationRef
 from rollback_verifier.core.trust import (
+    DestinationPolicy,
     NamespacePolicy,
     Refused,
     RepositoryPolicy,
+    check_destination,
     check_reach,
     check_repo_url,
     credentials_apply,
+    destination_policy,
     namespace_policy,
     normalize_git_url,
     repository_credentials,
@@ -338,3 +342,53 @@ def test_a_metrics_address_that_is_not_an_ip_is_a_usage_error(capsys: pytest.Cap
 
     assert main(["run", "--namespace", "x", "--metrics-address", "everywhere"]) == EXIT_USAGE
     assert "--metrics-address 'everywhere' is not an IP address" in capsys.readouterr().err
+
+
+# --- Destination clusters (spec.destination) ------------------------------------------------------
+
+
+SPOKE = DestinationRef(name="spoke")
+ENABLED = DestinationPolicy(enabled=True)
+
+
+def test_no_destination_named_looks_where_the_application_deploys() -> None:
+    check_destination("agents", None, SPOKE, SPOKE, ENABLED)
+    check_destination("agents", None, None, None, DestinationPolicy())  # the own cluster, even when disabled
+
+
+def test_naming_the_applications_own_destination_or_the_own_cluster_is_no_gain() -> None:
+    check_destination("agents", DestinationRef(name="spoke"), SPOKE, SPOKE, ENABLED)
+    own = DestinationRef(server="https://kubernetes.default.svc")
+    check_destination("agents", own, SPOKE, own, DestinationPolicy())
+
+
+def test_another_cluster_is_refused_unless_the_settings_list_it_for_the_namespace() -> None:
+    other = DestinationRef(name="prod-eu")
+    with pytest.raises(Refused, match=r"trust.destinationClusters.agents: \[prod-eu\]"):
+        check_destination("agents", other, SPOKE, other, ENABLED)
+    with pytest.raises(Refused, match="may name only its Application's destination"):
+        check_destination("agents", other, None, other, ENABLED)  # no Application: no destination of its own
+    listed = DestinationPolicy(enabled=True, clusters={"agents": frozenset({"prod-eu"})})
+    check_destination("agents", other, None, other, listed)
+    with pytest.raises(Refused):
+        check_destination("team-b", other, None, other, listed)  # listed for agents only
+
+
+def test_the_in_cluster_name_is_not_the_own_cluster_for_trust() -> None:
+    # A cluster Secret may claim the name in-cluster for a remote cluster: only the server URL is always own.
+    named = DestinationRef(name="in-cluster")
+    with pytest.raises(Refused):
+        check_destination("agents", named, SPOKE, named, ENABLED)
+
+
+def test_destination_clusters_need_the_setting_enabled() -> None:
+    with pytest.raises(Refused, match=r"destinations.enabled: true; chart value destinations.enabled"):
+        check_destination("agents", None, SPOKE, SPOKE, DestinationPolicy())
+
+
+def test_destination_policy_from_settings() -> None:
+    settings = Settings.model_validate(
+        {"destinations": {"enabled": True}, "trust": {"destinationClusters": {"agents": ["prod-eu"]}}}
+    )
+    assert destination_policy(settings) == DestinationPolicy(True, {"agents": frozenset({"prod-eu"})})
+    assert destination_policy(Settings()) == DestinationPolicy()

@@ -122,7 +122,7 @@ the values ask for something the RBAC this chart grants could not serve.
 {{- end }}
 {{- end }}
 {{- end }}
-{{- $trust := dict "allowLocalRepositories" .Values.trust.allowLocalRepositories "targetNamespaces" .Values.trust.targetNamespaces }}
-{{- $settings := dict "argocdNamespace" $argocdNs "detection" (dict "enabled" .Values.detection.enabled "applications" $apps) "trust" $trust }}
+{{- $trust := dict "allowLocalRepositories" .Values.trust.allowLocalRepositories "targetNamespaces" .Values.trust.targetNamespaces "destinationClusters" .Values.trust.destinationClusters }}
+{{- $settings := dict "argocdNamespace" $argocdNs "detection" (dict "enabled" .Values.detection.enabled "applications" $apps) "trust" $trust "destinations" (dict "enabled" .Values.destinations.enabled) }}
 {{- toYaml $settings }}
 {{- end }}

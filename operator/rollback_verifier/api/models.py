@@ -48,6 +48,7 @@ class Reason(StrEnum):
     APPLICATION_UNHEALTHY = "ApplicationUnhealthy"
     ORPHANED_RESOURCES = "OrphanedResources"
     INVALID_SPEC = "InvalidSpec"
+    CLUSTER_UNREACHABLE = "ClusterUnreachable"
 
 
 class DetectedBy(StrEnum):
@@ -157,6 +158,36 @@ class Target(_Model):
         return self
 
 
+class Destination(_Model):
+    """The cluster the targets live in: an Argo CD cluster Secret (argocd.argoproj.io/secret-type:
+    cluster in Argo CD's namespace), by its cluster name or its server URL."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.name) != has(self.server)",
+                    "message": "destination needs exactly one of name or server",
+                }
+            ]
+        }
+    )
+
+    name: Annotated[str | None, Field(min_length=1, max_length=253, description="The cluster's name in Argo CD.")] = (
+        None
+    )
+    server: Annotated[
+        str | None,
+        Field(min_length=1, max_length=2048, pattern=r"^https?://", description="The cluster's API server URL."),
+    ] = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Destination:
+        if (self.name is None) == (self.server is None):
+            raise ValueError("destination needs exactly one of name or server")
+        return self
+
+
 DEFAULT_TARGETS: tuple[Target, ...] = (
     Target(name="agents", imageValues=["controlPlane.image"]),
     Target(name="agents-controllers", imageValues=["controllers.image", "image"]),
@@ -181,6 +212,10 @@ class RollbackVerificationSpec(_Model):
     targets: Annotated[
         list[Target] | None,
         Field(min_length=1, max_length=32, description="Default: the agents and agents-controllers Deployments."),
+    ] = None
+    destination: Annotated[
+        Destination | None,
+        Field(description="Default: the Application's spec.destination, else the operator's own cluster."),
     ] = None
     timeoutSeconds: Annotated[int, Field(ge=1, le=86400)] = DEFAULT_TIMEOUT_SECONDS
     digestPolicy: DigestPolicy = DigestPolicy.AUTO

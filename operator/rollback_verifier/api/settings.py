@@ -53,12 +53,26 @@ class Trust(_Model):
     targetNamespaces: dict[Annotated[str, Field(pattern=K8S_NAME)], list[Annotated[str, Field(pattern=K8S_NAME)]]] = (
         Field(default_factory=dict)
     )
+    # namespace -> Argo CD destination clusters (cluster names or server URLs) its RollbackVerifications
+    # may name in spec.destination besides their Application's own destination.
+    destinationClusters: dict[
+        Annotated[str, Field(pattern=K8S_NAME)], list[Annotated[str, Field(min_length=1, max_length=2048)]]
+    ] = Field(default_factory=dict)
+
+
+class Destinations(_Model):
+    """Argo CD's destination clusters: verify the targets where the Application deploys them."""
+
+    # Read Argo CD's cluster Secrets in argocdNamespace and reach the clusters they name with their
+    # credentials. Off: a verification whose destination is another cluster fails with InvalidSpec.
+    enabled: bool = False
 
 
 class Settings(_Model):
     argocdNamespace: Annotated[str, Field(pattern=K8S_NAME)] = "argocd"
     detection: Detection = Field(default_factory=Detection)
     trust: Trust = Field(default_factory=Trust)
+    destinations: Destinations = Field(default_factory=Destinations)
 
 
 class SettingsError(ValueError):

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rollback_verifier import GROUP, PLURAL, VERSION
 from rollback_verifier.api.settings import Settings
 from rollback_verifier.controller.applications import application_watcher
+from rollback_verifier.controller.clusters import Clusters
 from rollback_verifier.controller.detector import Detector
 from rollback_verifier.controller.informer import Informer
 from rollback_verifier.controller.kube import Kube, load_client_config
@@ -30,7 +31,7 @@ from rollback_verifier.controller.metrics import Metrics
 from rollback_verifier.controller.runner import ApiEvents, VerificationRunner
 from rollback_verifier.controller.target_caches import TargetCaches
 from rollback_verifier.controller.workers import Workers
-from rollback_verifier.core.trust import git_protocols, namespace_policy, repository_policy
+from rollback_verifier.core.trust import destination_policy, git_protocols, namespace_policy, repository_policy
 from rollback_verifier.values.git import GitValuesReader
 
 log = logging.getLogger(__name__)
@@ -126,13 +127,24 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         namespaces=namespace_policy(cfg.settings),
         repositories=repository_policy(cfg.settings, _api_server_hosts(kube.api_client)),
         workers=workers,
+        destinations=destination_policy(cfg.settings),
     )
 
     def on_target_change(namespace: str, deployment: str | None) -> None:  # in an informer's thread
         loop.call_soon_threadsafe(runner.nudge, namespace, deployment, context=context)
 
+    def on_destination_change(cluster: str, namespace: str, deployment: str | None) -> None:  # likewise
+        loop.call_soon_threadsafe(runner.nudge, namespace, deployment, cluster, context=context)
+
     caches = TargetCaches(kube, on_target_change)
     runner.caches = caches
+    runner.clusters = Clusters(
+        kube,
+        caches,
+        on_destination_change,
+        argocd_namespace=cfg.settings.argocdNamespace,
+        files_root=cfg.cache_dir / "clusters",
+    )
     detector = Detector(kube, metrics, reader, cfg.settings, workers)
     watched = [a.name for a in cfg.settings.detection.applications] if cfg.settings.detection.enabled else []
     metrics.preset_detections(watched)

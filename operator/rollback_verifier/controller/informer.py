@@ -62,6 +62,8 @@ class Informer(Generic[V]):
         self.synced = threading.Event()  # set once the first list has been loaded
         self.settled = threading.Event()  # set once the first list has been loaded or has failed
         self.error: str | None = None  # why the last list or watch failed; None when it works
+        self.error_since: float | None = None  # wall time of the first failure of the current outage
+        self._stream: watch.Watch | None = None  # the watch open now, closed by stop()
         self._thread = threading.Thread(target=self._run, name=f"watch {what}", daemon=True)
 
     # -- use ---------------------------------------------------------------------------------
@@ -70,8 +72,12 @@ class Informer(Generic[V]):
         return self
 
     def stop(self) -> None:
-        """Ends at the stream's next event or timeout; nothing is delivered after this."""
+        """Nothing is delivered after this; the open watch is closed now (its socket shut down), so that
+        the API server does not keep serving it until its timeout."""
         self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            stream.stop()
 
     @property
     def stopped(self) -> bool:
@@ -100,6 +106,10 @@ class Informer(Generic[V]):
     def _set_state(self, error: str | None) -> None:
         changed = error != self.error
         self.error = error
+        if error is None:
+            self.error_since = None
+        elif self.error_since is None:
+            self.error_since = time.time()
         if changed and self._on_state is not None:
             self._on_state()
 
@@ -133,6 +143,8 @@ class Informer(Generic[V]):
                 while not self._stop.is_set():
                     rv = self._watch(rv)
             except ApiException as exc:
+                if self._stop.is_set():
+                    break
                 if exc.status == 410:  # our resourceVersion is too old: list afresh
                     continue
                 if exc.status == 404 and self._missing_retry is not None:
@@ -145,6 +157,8 @@ class Informer(Generic[V]):
                 self._stop.wait(retry)
                 retry = min(retry * 2, cap)
             except Exception as exc:  # the API server unreachable, a broken stream
+                if self._stop.is_set():
+                    break  # stop() closed the stream
                 self._failed(str(exc) or type(exc).__name__, warned, self._max_retry)
                 warned = True
                 self._stop.wait(retry)
@@ -161,6 +175,9 @@ class Informer(Generic[V]):
 
     def _watch(self, rv: str) -> str:
         w = watch.Watch()
+        self._stream = w
+        if self._stop.is_set():
+            return rv
         stream = w.stream(
             self._list_fn,
             *self._args,

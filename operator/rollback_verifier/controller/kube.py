@@ -255,6 +255,15 @@ class Kube:
         labels = (secret.metadata.labels if secret.metadata else None) or {}
         return {str(k): str(v) for k, v in (secret.data or {}).items()}, {str(k): str(v) for k, v in labels.items()}
 
+    def list_secrets_data(self, namespace: str, label_selector: str) -> list[tuple[str, dict[str, str]]]:
+        """(name, `.data` with base64 values) of the Secrets the selector picks. Never logged."""
+        items = self.core.list_namespaced_secret(
+            namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
+        ).items
+        return [
+            (str(s.metadata.name), {str(k): str(v) for k, v in (s.data or {}).items()}) for s in items if s.metadata
+        ]
+
     def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
         """An Argo CD Application, None when it does not exist."""
         try:

@@ -36,13 +36,28 @@ from rollback_verifier.api.models import (
     Target,
     parse_spec,
 )
+from rollback_verifier.controller.clusters import OWN, Cluster, Clusters
 from rollback_verifier.controller.kube import Conflict
 from rollback_verifier.controller.metrics import Metrics
 from rollback_verifier.controller.workers import GitBusy, Pools, Workers
 from rollback_verifier.core.argocd import application_health, operation_running, orphans_of
+from rollback_verifier.core.destinations import (
+    ClusterSecretError,
+    DestinationNotFound,
+    destination_ref,
+    effective_destination,
+    unsupported_message,
+)
 from rollback_verifier.core.plain import format_time, parse_time
 from rollback_verifier.core.rollout import DeploymentView, PodView, deployment_view, pod_view
-from rollback_verifier.core.trust import NamespacePolicy, Refused, RepositoryPolicy, check_reach
+from rollback_verifier.core.trust import (
+    DestinationPolicy,
+    NamespacePolicy,
+    Refused,
+    RepositoryPolicy,
+    check_destination,
+    check_reach,
+)
 from rollback_verifier.core.verdict import (
     ApplicationFacts,
     TargetInput,
@@ -219,6 +234,7 @@ class _Job:
     application: tuple[str, str] | None = None
     last_change: float | None = None  # wall time of the newest nudge not yet evaluated
     cached_namespaces: frozenset[str] = frozenset()  # whose caches this job holds open
+    cluster: Cluster | None = None  # where its targets live, once resolved (held open by this job)
 
 
 class VerificationRunner:
@@ -237,6 +253,8 @@ class VerificationRunner:
         workers: Pools | None = None,
         caches: TargetStore | None = None,
         clock: Clock | None = None,
+        clusters: Clusters | None = None,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         self.fresh = fresh
         self.statuses = statuses
@@ -251,6 +269,9 @@ class VerificationRunner:
         self.get_application = get_application
         self.workers: Pools = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
         self.caches = caches
+        # Argo CD's destination clusters (None: only the own cluster, whose caches are `caches`).
+        self.clusters = clusters
+        self.destinations = destinations or DestinationPolicy()
         self._jobs: dict[str, _Job] = {}
         self._announced: set[str] = set()  # uids of recent verdicts whose Event this process ensured
 
@@ -287,10 +308,12 @@ class VerificationRunner:
         self._jobs[uid] = job
         job.task = asyncio.create_task(self._run(uid, job), name=f"verify {job.namespace}/{job.name}")
 
-    def nudge(self, namespace: str, deployment: str | None = None) -> None:
-        """A Deployment (or, with deployment=None, any Pod) changed in `namespace`."""
+    def nudge(self, namespace: str, deployment: str | None = None, cluster: str = OWN) -> None:
+        """A Deployment (or, with deployment=None, any Pod) changed in `namespace` of `cluster`."""
         now = self.clock.time()
         for job in self._jobs.values():
+            if (job.cluster.key if job.cluster else OWN) != cluster:
+                continue
             if any(ns == namespace and (deployment is None or name == deployment) for ns, name in job.targets):
                 job.last_change = now
                 job.wakeup.set()
@@ -335,10 +358,14 @@ class VerificationRunner:
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
             self.metrics.in_progress.labels(app_label).dec()
-            if self.caches is not None:
+            caches = self._caches(job)
+            if caches is not None:
                 for ns in job.cached_namespaces:
-                    self.caches.release(ns)
+                    caches.release(ns)
             job.cached_namespaces = frozenset()
+            if job.cluster is not None and self.clusters is not None:
+                self.clusters.release(job.cluster)
+            job.cluster = None
             if self._jobs.get(uid) is job:
                 del self._jobs[uid]
 
@@ -369,10 +396,20 @@ class VerificationRunner:
         except Refused as exc:
             await self._finish(job, failed_before_start(Reason.INVALID_SPEC, exc.message), self.clock.time())
             return
+        if job.cluster is None and self.clusters is not None:
+            try:
+                job.cluster = await self._cluster_of(job, spec, self.clusters)
+            except Refused as exc:
+                await self._finish(job, failed_before_start(Reason.INVALID_SPEC, exc.message), self.clock.time())
+                return
+            except (DestinationNotFound, ClusterSecretError) as exc:
+                await self._finish(job, failed_before_start(Reason.CLUSTER_UNREACHABLE, str(exc)), self.clock.time())
+                return
         # Caches only for namespaces the trust rules let this object reach.
-        if self.caches is not None:
+        caches = self._caches(job)
+        if caches is not None:
             for ns in {ns for ns, _ in job.targets} - job.cached_namespaces:
-                self.caches.acquire(ns)
+                caches.acquire(ns)
             job.cached_namespaces = frozenset(ns for ns, _ in job.targets) | job.cached_namespaces
 
         started_at = status.get("startedAt") or now_iso(self.clock.time())
@@ -422,7 +459,12 @@ class VerificationRunner:
         def evaluate(read: Facts | None) -> Verdict:
             """The verdict on the caches (read=None) or on a fresh read from the API server."""
             return self._evaluate(
-                spec, targets, expectations, deadline_passed=self.clock.time() >= deadline, from_hook=hook, read=read
+                spec,
+                targets,
+                expectations,
+                deadline_passed=self.clock.time() >= deadline,
+                from_hook=hook,
+                read=read or self._cached_reader(job),
             )
 
         while True:
@@ -440,15 +482,25 @@ class VerificationRunner:
                     pending = RollbackVerificationStatus()
                 await wait_for_wakeup(self.clock, job.wakeup, deadline - self.clock.time())
                 continue
+            unreachable = job.cluster.unreachable() if job.cluster is not None and unsynced is not None else None
+            if unreachable is not None:
+                # At the deadline, a destination cluster still unreachable: no fact to judge on.
+                verdict = failed_before_start(Reason.CLUSTER_UNREACHABLE, unreachable)
+                await self._finish(job, verdict, parse_time(started_at), decided_by_change, pending)
+                return
+            fresh_reads: FreshReads = job.cluster.kube if job.cluster is not None else self.fresh
             # At the deadline without usable caches: judged on a fresh read alone.
-            verdict = evaluate(await self.workers.api(self._read_fresh, targets) if unsynced is not None else None)
+            fresh_only = (
+                await self.workers.api(self._read_fresh, fresh_reads, targets) if unsynced is not None else None
+            )
+            verdict = evaluate(fresh_only)
             wait = deadline - self.clock.time()
             if verdict.final and unsynced is not None:
                 await self._finish(job, verdict, parse_time(started_at), decided_by_change, pending)
                 return
             if verdict.final:
                 # A verdict is final, so it is decided on fresh facts: the caches may lag the API server.
-                fresh = evaluate(await self.workers.api(self._read_fresh, targets))
+                fresh = evaluate(await self.workers.api(self._read_fresh, fresh_reads, targets))
                 if fresh_read_agrees(verdict, fresh, previous_fresh):
                     await self._finish(job, fresh, parse_time(started_at), decided_by_change, pending)
                     return
@@ -517,29 +569,54 @@ class VerificationRunner:
         except GitBusy as exc:
             raise ExpectationError(Reason.VALUES_UNAVAILABLE, str(exc)) from None
 
-    def _read_fresh(self, targets: list[Target]) -> Facts:
-        """The targets' Deployments and pods read from the API server now (in an API thread)."""
+    async def _cluster_of(self, job: _Job, spec: RollbackVerificationSpec, clusters: Clusters) -> Cluster:
+        """The cluster the targets live in (api.md spec.destination), connected for this job. Raises
+        Refused (the trust rules), DestinationNotFound or ClusterSecretError (unusable credentials)."""
+        application = self._application(spec)
+        requested = destination_ref(spec.destination.model_dump() if spec.destination else None)
+        effective = effective_destination(requested, application)
+        app_destination = destination_ref(((application or {}).get("spec") or {}).get("destination"))
+        check_destination(job.namespace, requested, app_destination, effective, self.destinations)
+        if effective is None or (effective.own_cluster and not self.destinations.enabled):
+            return clusters.own()
+        secret = await self.workers.api(clusters.lookup, effective)
+        if secret is not None and secret.unsupported:
+            raise ClusterSecretError(unsupported_message(secret))
+        return clusters.acquire(secret)
+
+    def _caches(self, job: _Job) -> TargetStore | None:
+        return job.cluster.caches if job.cluster is not None else self.caches
+
+    def _read_fresh(self, fresh: FreshReads, targets: list[Target]) -> Facts:
+        """The targets' Deployments and pods read from the API server of their cluster now (in an API
+        thread)."""
         read: dict[tuple[str, str], tuple[DeploymentView | None, list[PodView]]] = {}
         for t in targets:
             ns = t.namespace or ""
-            obj = self.fresh.read_deployment(ns, t.name)
+            obj = fresh.read_deployment(ns, t.name)
             if obj is None:
                 read[(ns, t.name)] = (None, [])
                 continue
             view = deployment_view(obj)
             selector = ",".join(f"{k}={v}" for k, v in sorted(view.selector.match_labels.items()))
-            read[(ns, t.name)] = (view, [pod_view(p) for p in self.fresh.list_pods(ns, selector)])
+            read[(ns, t.name)] = (view, [pod_view(p) for p in fresh.list_pods(ns, selector)])
         return lambda ns, name: read.get((ns, name), (None, []))
 
-    def _cached(self, namespace: str, name: str) -> tuple[DeploymentView | None, list[PodView]]:
-        if self.caches is None:
-            return None, []
-        return self.caches.deployment(namespace, name), self.caches.pods(namespace)
+    def _cached_reader(self, job: _Job) -> Facts:
+        caches = self._caches(job)
+
+        def cached(namespace: str, name: str) -> tuple[DeploymentView | None, list[PodView]]:
+            if caches is None:
+                return None, []
+            return caches.deployment(namespace, name), caches.pods(namespace)
+
+        return cached
 
     def _unsynced(self, job: _Job) -> str | None:
-        if self.caches is None:
+        caches = self._caches(job)
+        if caches is None:
             return "no caches"
-        return next((p for ns in sorted(job.cached_namespaces) if (p := self.caches.unsynced(ns)) is not None), None)
+        return next((p for ns in sorted(job.cached_namespaces) if (p := caches.unsynced(ns)) is not None), None)
 
     def _evaluate(
         self,
@@ -549,10 +626,9 @@ class VerificationRunner:
         *,
         deadline_passed: bool,
         from_hook: bool,
-        read: Facts | None = None,
+        read: Facts,
     ) -> Verdict:
-        """The verdict on the watch caches, or on what `read` returns (a fresh read) when given."""
-        read = read or self._cached
+        """The verdict on what `read` returns: the watch caches, or a fresh read."""
         inputs = []
         for t in targets:
             ns = t.namespace or ""

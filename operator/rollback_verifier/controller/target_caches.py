@@ -30,9 +30,10 @@ class _Namespace:
 
 
 class TargetCaches:
-    def __init__(self, kube: Kube, changed: Changed) -> None:
+    def __init__(self, kube: Kube, changed: Changed, where: str = "") -> None:
         self.kube = kube
         self.changed = changed
+        self.where = where  # e.g. " of cluster spoke": which cluster, in messages (empty: the own)
         self._namespaces: dict[str, _Namespace] = {}
         self._lock = threading.Lock()
 
@@ -63,7 +64,7 @@ class TargetCaches:
             what: str, list_fn: Callable[..., Any], view: Callable[[dict[str, Any]], V], by_name: bool
         ) -> Informer[V]:
             return Informer(
-                f"{what} in {namespace}",
+                f"{what} in {namespace}{self.where}",
                 list_fn,
                 namespace,
                 view=view,
@@ -97,6 +98,20 @@ class TargetCaches:
             if not informer.synced.is_set():
                 return f"listing {informer.what}"
         return None
+
+    def failing(self) -> tuple[float, str] | None:
+        """Since when (wall time) and why the caches cannot list/watch, over every namespace cached:
+        the oldest failure still going on; None when none fails."""
+        with self._lock:
+            informers = [i for entry in self._namespaces.values() for i in (entry.deployments, entry.pods)]
+        failures = [(i.error_since, f"cannot list/watch {i.what}: {i.error}") for i in informers if i.error]
+        return min(((since or 0.0, error) for since, error in failures), default=None)
+
+    @property
+    def watches(self) -> int:
+        """How many watches are open now (two per namespace cached)."""
+        with self._lock:
+            return 2 * len(self._namespaces)
 
     def not_synced(self) -> list[str]:
         """What is not synced yet, over every namespace cached: empty when all are (for /readyz)."""

@@ -24,6 +24,9 @@ class ReasonRule:
 # Ranked: when several things are wrong at the deadline, the verdict's reason is the first that
 # applies, the most fundamental cause first (a missing Deployment explains everything after it).
 REASONS: tuple[ReasonRule, ...] = (
+    # No facts at all: the destination cluster stays unreachable until the deadline (a destination
+    # that does not exist fails before any target is judged, through verdict.failed_before_start).
+    ReasonRule(Reason.CLUSTER_UNREACHABLE, "ExpectedImagesResolved"),
     ReasonRule(Reason.TARGET_NOT_FOUND, "RolloutComplete"),
     # A stuck rollout TO the expected images (the template pins them) cannot recover by waiting.
     ReasonRule(Reason.PROGRESS_DEADLINE_EXCEEDED, "RolloutComplete", fails_at_once=True),

@@ -17,9 +17,12 @@ from urllib.parse import urlsplit
 
 from rollback_verifier.api.settings import Settings
 from rollback_verifier.core.credentials import GitCredentials, redact_url
+from rollback_verifier.core.destinations import DestinationRef
 
 ALLOW_LOCAL_SETTING = "trust.allowLocalRepositories"
 TARGET_NAMESPACES_SETTING = "trust.targetNamespaces"
+DESTINATION_CLUSTERS_SETTING = "trust.destinationClusters"
+DESTINATIONS_SETTING = "destinations.enabled"
 ALLOWED_TRANSPORTS = "https://, ssh:// and git@host:path (http:// only without credentials)"
 
 # Argo CD's util/git IsSSHURL: an optional ssh:// and a user before the host.
@@ -322,4 +325,55 @@ def namespace_policy(settings: Settings) -> NamespacePolicy:
     return NamespacePolicy(
         target_namespaces={ns: frozenset(others) for ns, others in targets.items()},
         applications={ns: frozenset(apps) for ns, apps in applications.items()},
+    )
+
+
+# --- Destination clusters -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DestinationPolicy:
+    """Which clusters verifications may look in. `enabled`: Argo CD's destination clusters at all;
+    `clusters`: namespace -> more clusters (names or server URLs) its objects may name explicitly."""
+
+    enabled: bool = False
+    clusters: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+def check_destination(
+    namespace: str,
+    requested: DestinationRef | None,
+    application_destination: DestinationRef | None,
+    effective: DestinationRef | None,
+    policy: DestinationPolicy,
+) -> None:
+    """Refused when a verification would look in a cluster its author may not name.
+
+    The operator holds Argo CD's credentials for every destination cluster, so naming a cluster is
+    reach: spec.destination may name its own Application's destination (which the namespace rules
+    already let it name), the operator's own cluster (by its server URL), or a cluster the settings
+    list for its namespace. Any other cluster is refused, as is every destination cluster while the
+    settings do not enable them."""
+    if requested is not None and not (requested.server and requested.own_cluster):
+        allowed = policy.clusters.get(namespace, frozenset())
+        listed = (requested.name or requested.server) in allowed
+        if not listed and not (application_destination is not None and requested.same_as(application_destination)):
+            shown = requested.name or requested.server
+            raise Refused(
+                f"destination {requested.describe()}: a RollbackVerification in {namespace} may name only its "
+                "Application's destination or the operator's own cluster, unless the operator settings list "
+                f"the cluster for {namespace} ({DESTINATION_CLUSTERS_SETTING}.{namespace}: [{shown}])"
+            )
+    if effective is not None and not effective.own_cluster and not policy.enabled:
+        raise Refused(
+            f"destination {effective.describe()} is another cluster than the operator's own: the operator "
+            f"verifies in Argo CD's destination clusters only when the settings enable it ({DESTINATIONS_SETTING}: "
+            "true; chart value destinations.enabled)"
+        )
+
+
+def destination_policy(settings: Settings) -> DestinationPolicy:
+    return DestinationPolicy(
+        enabled=settings.destinations.enabled,
+        clusters={ns: frozenset(names) for ns, names in settings.trust.destinationClusters.items()},
     )

@@ -198,6 +198,22 @@ def test_secret_access_is_by_name_only(render):
         assert rules(index(docs)[("Role", "argocd", f"{FULL}-argocd")]) == APPLICATION_RULES
 
 
+def test_destination_clusters_add_a_role_listing_secrets_in_argocd_only(render):
+    assert ("Role", "argocd", f"{FULL}-clusters") not in index(render())  # off by default
+    for mode in (False, True):
+        docs = render({"rbac": {"clusterScoped": mode}, "destinations": {"enabled": True}})
+        by_key = index(docs)
+        assert rules(by_key[("Role", "argocd", f"{FULL}-clusters")]) == {("", "secrets", ("list",), ())}
+        binding = by_key[("RoleBinding", "argocd", f"{FULL}-clusters")]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULL, "namespace": NS}]
+        assert settings(docs)["destinations"] == {"enabled": True}
+        # Nowhere else does the operator gain Secrets.
+        others = [
+            d for d in docs if d["kind"] in ("Role", "ClusterRole") and d["metadata"]["name"] != f"{FULL}-clusters"
+        ]
+        assert all(r[1] != "secrets" for d in others for r in rules(d))
+
+
 def test_cluster_scoped_mode(render):
     docs = render({"rbac": {"clusterScoped": True}})
     by_key = index(docs)
@@ -400,12 +416,17 @@ def test_default_settings_file(render):
                 }
             ],
         },
-        "trust": {"allowLocalRepositories": False, "targetNamespaces": {}},
+        "trust": {"allowLocalRepositories": False, "targetNamespaces": {}, "destinationClusters": {}},
+        "destinations": {"enabled": False},
     }
 
 
 def test_trust_values_reach_the_settings_file(render):
-    trust = {"allowLocalRepositories": True, "targetNamespaces": {"agents": ["agents-canary"]}}
+    trust = {
+        "allowLocalRepositories": True,
+        "targetNamespaces": {"agents": ["agents-canary"]},
+        "destinationClusters": {"agents": ["prod-eu"]},
+    }
     docs = render({"controller": {"namespaces": ["agents", "agents-canary"]}, "trust": trust})
     assert settings(docs)["trust"] == trust
     # Cluster-wide, every namespace is watched: any mapping renders.
