@@ -21,13 +21,10 @@ from typing import Any
 
 import pytest
 
-from rollback_verifier.values import sources as values_source
-from rollback_verifier.values.sources import (
-    GitCredentials,
-    GitValuesReader,
-    ValuesUnavailable,
-    redact_url,
-)
+from rollback_verifier.core.credentials import GitCredentials, redact_url
+from rollback_verifier.values import git as values_git
+from rollback_verifier.values.git import GitValuesReader
+from rollback_verifier.values.source import ValuesUnavailable
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -344,7 +341,7 @@ def test_fetch_by_sha_refused_falls_back_to_branches(
     monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
     monkeypatch.setenv("GIT_CONFIG_KEY_0", "protocol.version")
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", "0")
-    caplog.set_level(logging.DEBUG, logger=values_source.__name__)
+    caplog.set_level(logging.DEBUG, logger=values_git.__name__)
     assert _tag(reader.read_values(origin.path.as_uri(), origin.revisions[0], VALUES_PATH)) == "v1"
     assert "fetch by SHA refused" in caplog.text
 

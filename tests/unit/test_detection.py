@@ -7,7 +7,9 @@ import pytest
 from rollback_verifier.api.models import DetectedBy
 from rollback_verifier.api.settings import WatchedApplication
 from rollback_verifier.core.detection import (
+    STRATEGIES,
     HistoryEntry,
+    Lookups,
     by_ancestry,
     by_content,
     by_history,
@@ -167,3 +169,30 @@ def test_the_history_limit_defaults_to_argo_cds_ten() -> None:
     from rollback_verifier.api.settings import WatchedApplication
 
     assert WatchedApplication(name="agents").historyLimit == 10
+
+
+def test_strategies_are_walked_cheapest_first_and_the_git_ones_are_marked() -> None:
+    assert [s.detected_by for s in STRATEGIES] == [
+        DetectedBy.ARGOCD_HISTORY,
+        DetectedBy.REVISION_ANCESTRY,
+        DetectedBy.CONTENT_REVERT,
+    ]
+    assert [s.reads_git for s in STRATEGIES] == [False, True, True]
+
+
+def test_each_strategy_in_the_table_names_what_it_found_and_needs_its_lookup() -> None:
+    images = {"r1": ("A",), "r2": ("B",), "r3": ("A",)}
+    cases = {
+        DetectedBy.ARGOCD_HISTORY: newest("r1", "r2", "r1"),
+        DetectedBy.REVISION_ANCESTRY: newest("r1", "r3"),
+        DetectedBy.CONTENT_REVERT: newest("r1", "r2", "r3"),
+    }
+    lookups = Lookups(
+        is_ancestor=lambda older, newer: (older, newer) == ("r3", "r1"), images_of=lambda e: images[e.revision]
+    )
+    for strategy in STRATEGIES:
+        entries, i = cases[strategy.detected_by]
+        found = strategy.judge(entries, i, lookups)
+        assert found is not None and found.detected_by == strategy.detected_by
+        if strategy.reads_git:  # without git there is no answer, never a guess
+            assert strategy.judge(entries, i, Lookups()) is None

@@ -8,7 +8,8 @@ import pytest
 
 from rollback_verifier.api.models import Target
 from rollback_verifier.core.images import resolve_expected_image
-from rollback_verifier.values.sources import ValuesUnavailable, values_from_helm_source
+from rollback_verifier.values.helm_history import values_from_helm_source
+from rollback_verifier.values.source import ValuesUnavailable
 
 DIGEST = "sha256:" + "d" * 64
 
@@ -92,7 +93,7 @@ def test_a_non_mapping_source() -> None:
         ({"values": "- a\n- b\n"}, "source.helm.values is not a YAML mapping (it holds a list)"),
         ({"values": "just text"}, "is not a YAML mapping (it holds a string)"),
         ({"values": "42"}, "(it holds a number)"),
-        ({"values": {"a": 1}}, "source.helm.values is a dict, not a YAML string"),
+        ({"values": {"a": 1}}, "source.helm.values is a mapping, not a YAML string"),
         ({"valuesObject": ["a"]}, "source.helm.valuesObject is a list, not a mapping"),
         ({"valuesObject": "a: 1"}, "source.helm.valuesObject is a string, not a mapping"),
         ({"values": "a: 1", "parameters": "image.tag=v1"}, "source.helm.parameters is not a list"),

@@ -6,9 +6,11 @@ import pytest
 
 from rollback_verifier.api.models import Condition, OrphanedResource, Phase, Reason, Target
 from rollback_verifier.core.images import parse_image
-from rollback_verifier.core.rollout import deployment_view, pod_view
+from rollback_verifier.core.rollout import deployment_view, evaluate_rollout, pod_view
 from rollback_verifier.core.verdict import (
+    TARGET_CHECKS,
     ApplicationFacts,
+    TargetFacts,
     TargetInput,
     decide,
     evaluate_target,
@@ -32,6 +34,36 @@ def conditions(verdict) -> dict[str, tuple[str, str]]:
 
 
 # -- one target --------------------------------------------------------------------------------
+
+
+def test_target_checks_judge_the_template_then_the_rollout_then_the_pods() -> None:
+    assert [c.__name__ for c in TARGET_CHECKS] == [
+        "_template_pins_expected_images",
+        "_rollout_not_stuck",
+        "_rollout_complete",
+        "_every_available_pod_seen",
+        "_pods_run_expected_images",
+    ]
+
+
+def test_every_target_check_passes_a_rolled_back_target_and_one_fails_each_fault() -> None:
+    def facts(dep: dict, pods: list[dict]) -> TargetFacts:
+        view = deployment_view(dep)
+        ready = [pod_view(p) for p in pods]
+        return TargetFacts(TARGET, EXPECTED_A, view, "Strict", ["app"], ready, evaluate_rollout(view))
+
+    good = facts(deployment(), [pod("agents-1"), pod("agents-2")])
+    assert [check(good) for check in TARGET_CHECKS] == [None] * len(TARGET_CHECKS)
+    faults = {
+        "_template_pins_expected_images": facts(deployment(images={"app": IMAGE_B}), [pod("agents-1")]),
+        "_rollout_not_stuck": facts(deployment(progressing_reason="ProgressDeadlineExceeded"), [pod("agents-1")]),
+        "_rollout_complete": facts(deployment(updated=1, available=1), [pod("agents-1")]),
+        "_every_available_pod_seen": facts(deployment(), [pod("agents-1")]),
+        "_pods_run_expected_images": facts(deployment(), [pod("agents-1"), pod("agents-2", images={"app": IMAGE_B})]),
+    }
+    assert set(faults) == {c.__name__ for c in TARGET_CHECKS}
+    for check in TARGET_CHECKS:
+        assert check(faults[check.__name__]) is not None, check.__name__
 
 
 def test_a_rolled_back_target_with_matching_digests_is_verified() -> None:

@@ -31,6 +31,7 @@ from rollback_verifier.api.models import (
     ValuesFrom,
 )
 from rollback_verifier.core.images import ImageRef, InvalidImageReference, InvalidImageValues, resolve_expected_image
+from rollback_verifier.core.plain import format_time
 from rollback_verifier.core.rollout import deployment_view, pod_view
 from rollback_verifier.core.trust import RepositoryPolicy
 from rollback_verifier.core.verdict import TargetInput, Verdict, decide, merge_conditions
@@ -184,7 +185,7 @@ def application_expectations(
     """Expected images (and the revision) from the Application's history entry, with the operator's own
     resolution: the entry's inline Helm values, or the values file in git at the entry's revision."""
     from rollback_verifier.values.expectations import ExpectationError, resolve_expectations
-    from rollback_verifier.values.sources import GitValuesReader
+    from rollback_verifier.values.git import GitValuesReader
 
     where = f"{args.application_namespace}/{args.application}"
     if application is None:
@@ -233,10 +234,6 @@ def evaluate(
     return decide(inputs, policy, None, deadline_passed)
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
 def status_document(verdict: Verdict, started: float, completed: float, revision: str | None) -> dict[str, Any]:
     """The verdict as a RollbackVerification's status would hold it (for --output json|yaml)."""
     status = RollbackVerificationStatus(
@@ -246,12 +243,12 @@ def status_document(verdict: Verdict, started: float, completed: float, revision
         detectedBy=DetectedBy.MANUAL,
         revision=revision,
         shortRevision=revision[:8] if revision else None,
-        startedAt=_iso(started),
-        completedAt=_iso(completed) if verdict.final else None,
+        startedAt=format_time(started),
+        completedAt=format_time(completed) if verdict.final else None,
         durationSeconds=round(completed - started, 1) if verdict.final else None,
         targets=verdict.targets,
         orphanedResources=verdict.orphans,
-        conditions=merge_conditions([], verdict.conditions, _iso(completed)),
+        conditions=merge_conditions([], verdict.conditions, format_time(completed)),
     )
     return status.model_dump(mode="json", exclude_none=True)
 

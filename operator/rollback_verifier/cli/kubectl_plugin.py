@@ -13,11 +13,11 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from rollback_verifier import GROUP, KIND, LABEL_PREFIX, VERSION
 from rollback_verifier.cli.main import run_command
+from rollback_verifier.core.plain import parse_time
 from rollback_verifier.errors import EXIT_CODES_HELP, EXIT_OK, UsageError
 
 APPLICATION_LABEL = f"{LABEL_PREFIX}application"
@@ -60,7 +60,7 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
 def _age(timestamp: str | None, now: float) -> str:
     if not timestamp:
         return "-"
-    seconds = int(now - datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+    seconds = int(now - parse_time(timestamp))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"

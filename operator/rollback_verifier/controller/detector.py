@@ -18,23 +18,20 @@ from rollback_verifier.controller.workers import Pools, Workers
 from rollback_verifier.core.credentials import GitCredentials
 from rollback_verifier.core.detection import (
     APPLICATION_LABEL,
+    STRATEGIES,
     HistoryEntry,
     Images,
+    Lookups,
     Rollback,
-    by_ancestry,
-    by_content,
-    by_history,
     history_entries,
     to_examine,
     verification_manifest,
     verifications_to_prune,
 )
 from rollback_verifier.core.images import InvalidImageReference, InvalidImageValues, resolve_expected_image
-from rollback_verifier.values.sources import (
-    GitValuesReader,
-    ValuesUnavailable,
-    values_from_helm_source,
-)
+from rollback_verifier.values.git import GitValuesReader, application_repo_url
+from rollback_verifier.values.resolution import read_values, values_sources
+from rollback_verifier.values.source import ValuesRequest, ValuesUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +65,7 @@ class Detector:
         self.workers: Pools = workers or Workers(budget_seconds=reader.timeout_seconds if reader else 60.0)
         self.metrics = metrics
         self.reader = reader
+        self.sources = values_sources(reader)
         self.settings = settings
         self.watched = {(a.namespace, a.name): a for a in settings.detection.applications}
         self._decided: dict[str, set[int]] = defaultdict(set)  # Application uid -> history ids judged
@@ -114,41 +112,49 @@ class Detector:
     async def _judge(
         self, app: Mapping[str, Any], watched: WatchedApplication, entries: list[HistoryEntry], index: int
     ) -> Rollback | None:
-        found = by_history(entries, index)
-        if found is not None or index < 1:
-            return found
-        repo_url = self._repo_url(app, watched)
+        if index < 1:  # the first entry has nothing before it to go back to
+            return None
+        lookups: Lookups | None = None
+        repo_url: str | None = None
+        for strategy in STRATEGIES:
+            if not strategy.reads_git:
+                found = strategy.judge(entries, index, Lookups())
+            else:
+                if lookups is None:  # the Secret is read only when a strategy needs git
+                    repo_url = self._repo_url(app, watched)
+                    lookups = await self._lookups(app, watched, repo_url)
+                found = await self.workers.git(repo_url or "", strategy.judge, entries, index, lookups, bounded=False)
+            if found is not None:
+                return found
+        return None
+
+    async def _lookups(self, app: Mapping[str, Any], watched: WatchedApplication, repo_url: str | None) -> Lookups:
         credentials = await self.workers.api(self._credentials, watched)
+        uid = str((app.get("metadata") or {}).get("uid"))
+        is_ancestor = None
         if repo_url and self.reader is not None:
-            reader = self.reader
+            reader, url = self.reader, repo_url
 
             def is_ancestor(older: str, newer: str) -> bool | None:
                 try:
-                    return reader.is_ancestor(repo_url, older, newer, credentials)
+                    return reader.is_ancestor(url, older, newer, credentials)
                 except ValuesUnavailable as exc:
                     self._warn_once(f"ancestry:{older}", f"detection: cannot compare revisions in git: {exc}")
                     return None
 
-            found = await self.workers.git(repo_url, by_ancestry, entries, index, is_ancestor, bounded=False)
-            if found is not None:
-                return found
-        uid = str((app.get("metadata") or {}).get("uid"))
-        return await self.workers.git(
-            repo_url or "",
-            by_content,
-            entries,
-            index,
-            lambda e: self._images_of(uid, e, watched, repo_url, credentials),
-            bounded=False,
+        return Lookups(
+            is_ancestor=is_ancestor,
+            images_of=lambda e: self._images_of(uid, e, watched, repo_url, credentials),
         )
 
     def _repo_url(self, app: Mapping[str, Any], watched: WatchedApplication) -> str | None:
         git = watched.valuesFrom.git
         if git is not None and git.repoURL:
             return git.repoURL
-        source = (app.get("spec") or {}).get("source") or {}
-        url = source.get("repoURL")
-        return str(url) if url else None
+        try:
+            return application_repo_url(app, watched.name)
+        except ValuesUnavailable:
+            return None  # ancestry is skipped; the git source says why when content needs it
 
     def _credentials(self, watched: WatchedApplication) -> GitCredentials | None:
         git = watched.valuesFrom.git
@@ -175,26 +181,20 @@ class Detector:
             return self._images[key]
         images: Images | None = None
         try:
-            values = self._values_of(entry, watched, repo_url, credentials)
+            request = ValuesRequest(
+                watched.valuesFrom,
+                entry.revision,
+                watched.name,
+                entry=entry,
+                repo_url=repo_url,
+                credentials=credentials,
+            )
+            values = read_values(self.sources, request).values
             images = tuple(str(resolve_expected_image(t, values)) for t in _targets(watched))
         except (ValuesUnavailable, InvalidImageValues, InvalidImageReference) as exc:
             self._warn_once(f"values:{entry.revision}", f"detection: no images for revision {entry.revision}: {exc}")
         self._images[key] = images
         return images
-
-    def _values_of(
-        self,
-        entry: HistoryEntry,
-        watched: WatchedApplication,
-        repo_url: str | None,
-        credentials: GitCredentials | None,
-    ) -> Mapping[str, Any]:
-        git = watched.valuesFrom.git
-        if git is None:
-            return values_from_helm_source(entry.source)
-        if repo_url is None or self.reader is None or len(entry.revisions) != 1:
-            raise ValuesUnavailable("no single git source to read values from")
-        return self.reader.read_values(repo_url, entry.revision, git.path, credentials)
 
     async def _create(self, watched: WatchedApplication, rollback: Rollback, app_namespace: str) -> None:
         manifest = verification_manifest(watched, rollback, app_namespace)

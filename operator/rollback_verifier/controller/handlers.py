@@ -32,7 +32,7 @@ from rollback_verifier.controller.runner import ApiEvents, VerificationRunner
 from rollback_verifier.controller.target_caches import TargetCaches
 from rollback_verifier.controller.workers import Workers
 from rollback_verifier.core.trust import destination_policy, git_protocols, namespace_policy, repository_policy
-from rollback_verifier.values.sources import GitValuesReader
+from rollback_verifier.values.git import GitValuesReader
 
 log = logging.getLogger(__name__)
 

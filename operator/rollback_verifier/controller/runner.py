@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import kopf
@@ -49,6 +48,7 @@ from rollback_verifier.core.destinations import (
     effective_destination,
     unsupported_message,
 )
+from rollback_verifier.core.plain import format_time, parse_time
 from rollback_verifier.core.rollout import DeploymentView, PodView, deployment_view, pod_view
 from rollback_verifier.core.trust import (
     DestinationPolicy,
@@ -69,7 +69,7 @@ from rollback_verifier.core.verdict import (
     merge_conditions,
 )
 from rollback_verifier.values.expectations import ExpectationError, Expectations, resolve_expectations
-from rollback_verifier.values.sources import GitValuesReader
+from rollback_verifier.values.git import GitValuesReader
 
 log = logging.getLogger(__name__)
 
@@ -211,11 +211,7 @@ def merged(*statuses: RollbackVerificationStatus) -> RollbackVerificationStatus:
 
 
 def now_iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(value: str) -> float:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    return format_time(ts)
 
 
 def detected_by(body: Mapping[str, Any]) -> str:
@@ -423,7 +419,7 @@ class VerificationRunner:
             job.cached_targets = job.targets | job.cached_targets
 
         started_at = status.get("startedAt") or now_iso(self.clock.time())
-        deadline = parse_iso(started_at) + spec.timeoutSeconds
+        deadline = parse_time(started_at) + spec.timeoutSeconds
         application = self._application(spec)
         hook = detected_by(body) == DetectedBy.POST_SYNC_HOOK.value
         resolving = asyncio.ensure_future(self._resolve_bounded(spec, targets, job.namespace, application, hook))
@@ -451,7 +447,7 @@ class VerificationRunner:
             expectations = await resolving
         except ExpectationError as exc:
             verdict = failed_before_start(exc.reason, exc.message)
-            await self._finish(job, verdict, parse_iso(started_at), also=pending)
+            await self._finish(job, verdict, parse_time(started_at), also=pending)
             return
         revision = expectations.revision or spec.revision
         pending = merged(
@@ -501,7 +497,7 @@ class VerificationRunner:
             if unreachable is not None:
                 # At the deadline, a destination cluster still unreachable: no fact to judge on.
                 verdict = failed_before_start(Reason.CLUSTER_UNREACHABLE, unreachable)
-                await self._finish(job, verdict, parse_iso(started_at), decided_by_change, pending)
+                await self._finish(job, verdict, parse_time(started_at), decided_by_change, pending)
                 return
             fresh_reads: FreshReads = job.cluster.kube if job.cluster is not None else self.fresh
             # At the deadline without usable caches: judged on a fresh read alone.
@@ -511,13 +507,13 @@ class VerificationRunner:
             verdict = evaluate(fresh_only)
             wait = deadline - self.clock.time()
             if verdict.final and unsynced is not None:
-                await self._finish(job, verdict, parse_iso(started_at), decided_by_change, pending)
+                await self._finish(job, verdict, parse_time(started_at), decided_by_change, pending)
                 return
             if verdict.final:
                 # A verdict is final, so it is decided on fresh facts: the caches may lag the API server.
                 fresh = evaluate(await self.workers.api(self._read_fresh, fresh_reads, targets))
                 if fresh_read_agrees(verdict, fresh, previous_fresh):
-                    await self._finish(job, fresh, parse_iso(started_at), decided_by_change, pending)
+                    await self._finish(job, fresh, parse_time(started_at), decided_by_change, pending)
                     return
                 log.info(
                     "%s/%s: the caches say %s, the API server says %s (%s); evaluating again",
@@ -778,6 +774,6 @@ def progress_shape(verdict: Verdict) -> tuple[Any, ...]:
 
 def _completed(status: Mapping[str, Any]) -> float:
     try:
-        return parse_iso(str(status.get("completedAt")))
+        return parse_time(str(status.get("completedAt")))
     except ValueError:
         return 0.0

@@ -8,6 +8,7 @@ import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]*)@")
 _HTTP_SCHEMES = ("http://", "https://")
@@ -82,3 +83,23 @@ class GitCredentials:
         )
 
     __str__ = __repr__
+
+
+def split_userinfo(repo_url: str) -> tuple[str, str | None, str | None]:
+    """(URL without user info, user, password) for http(s) URLs; other URLs are left alone."""
+    lowered = repo_url.lower()
+    if not lowered.startswith(_HTTP_SCHEMES):
+        return repo_url, None, None
+    scheme_end = repo_url.index("://") + 3
+    authority_end = len(repo_url)
+    for separator in "/?#":
+        found = repo_url.find(separator, scheme_end)
+        if found != -1:
+            authority_end = min(authority_end, found)
+    authority = repo_url[scheme_end:authority_end]
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return repo_url, None, None
+    user, colon, password = userinfo.partition(":")
+    clean = repo_url[:scheme_end] + host + repo_url[authority_end:]
+    return clean, unquote(user) or None, unquote(password) if colon else None

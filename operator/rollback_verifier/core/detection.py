@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from rollback_verifier import LABEL_PREFIX
 from rollback_verifier.api.models import DetectedBy
 from rollback_verifier.api.settings import WatchedApplication
+from rollback_verifier.core.plain import parse_time_or_none
 
 APPLICATION_LABEL = f"{LABEL_PREFIX}application"
 DETECTED_BY_LABEL = f"{LABEL_PREFIX}detected-by"
@@ -32,15 +32,6 @@ class HistoryEntry:
         return ",".join(self.revisions)
 
 
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def history_entries(application: Mapping[str, Any]) -> list[HistoryEntry]:
     """status.history as entries, oldest first; malformed entries are skipped, never fatal."""
     out = []
@@ -54,7 +45,7 @@ def history_entries(application: Mapping[str, Any]) -> list[HistoryEntry]:
         else:
             continue
         source = raw.get("source") if isinstance(raw.get("source"), Mapping) else {}
-        out.append(HistoryEntry(raw["id"], revisions, _timestamp(raw.get("deployedAt")), source or {}))
+        out.append(HistoryEntry(raw["id"], revisions, parse_time_or_none(raw.get("deployedAt")), source or {}))
     return sorted(out, key=lambda e: e.id)
 
 
@@ -111,6 +102,43 @@ def by_content(
     if any(images_of(e) == now for e in entries[: index - 1]):
         return Rollback(entry, previous, DetectedBy.CONTENT_REVERT)
     return None
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """What the git-backed strategies may ask; None when it cannot be asked (no repository, no reader)."""
+
+    is_ancestor: Callable[[str, str], bool | None] | None = None
+    images_of: Callable[[HistoryEntry], Images | None] | None = None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    detected_by: DetectedBy
+    judge: Callable[[Sequence[HistoryEntry], int, Lookups], Rollback | None]
+    # Its lookups read git: the detector runs it in the git pool, after the cheaper strategies.
+    reads_git: bool
+
+
+def _by_history(entries: Sequence[HistoryEntry], index: int, _: Lookups) -> Rollback | None:
+    return by_history(entries, index)
+
+
+def _by_ancestry(entries: Sequence[HistoryEntry], index: int, lookups: Lookups) -> Rollback | None:
+    return by_ancestry(entries, index, lookups.is_ancestor) if lookups.is_ancestor else None
+
+
+def _by_content(entries: Sequence[HistoryEntry], index: int, lookups: Lookups) -> Rollback | None:
+    return by_content(entries, index, lookups.images_of) if lookups.images_of else None
+
+
+# Walked in order; the first that finds a rollback names it (DetectedBy). A new strategy is a pure
+# function of the history (plus lookups) and one entry here.
+STRATEGIES: tuple[Strategy, ...] = (
+    Strategy(DetectedBy.ARGOCD_HISTORY, _by_history, reads_git=False),
+    Strategy(DetectedBy.REVISION_ANCESTRY, _by_ancestry, reads_git=True),
+    Strategy(DetectedBy.CONTENT_REVERT, _by_content, reads_git=True),
+)
 
 
 def to_examine(entries: Sequence[HistoryEntry], decided: set[int], now: float, lookback_seconds: float) -> list[int]:

@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from rollback_verifier.core.plain import type_name
 
 if TYPE_CHECKING:
     from rollback_verifier.api.models import Target
@@ -266,24 +268,10 @@ def _lookup(values: Mapping[str, Any], key: str) -> Any:
             return None
         if not isinstance(node, Mapping):
             parent = ".".join(walked) or "the values"
-            raise InvalidImageValues(f"{parent} is a {_type_name(node)}, not a mapping, so {key} cannot be read")
+            raise InvalidImageValues(f"{parent} is a {type_name(node)}, not a mapping, so {key} cannot be read")
         node = node.get(part)
         walked.append(part)
     return node
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, Mapping):
-        return "mapping"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, Sequence):
-        return "list"
-    return type(value).__name__
 
 
 def _unset(value: Any) -> bool:
@@ -309,7 +297,7 @@ def _tag_text(value: Any, where: str) -> str | None:
     elif isinstance(value, str):
         text = value
     else:
-        raise InvalidImageValues(f"{where} is a {_type_name(value)}, not a tag")
+        raise InvalidImageValues(f"{where} is a {type_name(value)}, not a tag")
     if not _TAG.fullmatch(text):
         raise InvalidImageValues(
             f"{where} {_shown(text)} is not a valid tag (1-{TAG_MAX_LENGTH} of letters, digits, "
@@ -323,7 +311,7 @@ def _digest_text(value: Any, where: str) -> str | None:
     if _unset(value):
         return None
     if not isinstance(value, str):
-        raise InvalidImageValues(f"{where} is a {_type_name(value)}, not a digest (sha256:<64 hex>)")
+        raise InvalidImageValues(f"{where} is a {type_name(value)}, not a digest (sha256:<64 hex>)")
     if _BARE_SHA256_HEX.fullmatch(value):
         return "sha256:" + value
     problem = _digest_problem(value)
@@ -336,7 +324,7 @@ def _repository_text(value: Any, where: str) -> str | None:
     if _unset(value):
         return None
     if not isinstance(value, str):
-        raise InvalidImageValues(f"{where} is a {_type_name(value)}, not a repository name")
+        raise InvalidImageValues(f"{where} is a {type_name(value)}, not a repository name")
     try:
         parsed = parse_image(value)
     except InvalidImageReference as exc:
@@ -354,7 +342,7 @@ def _image_fields(values: Mapping[str, Any], key: str) -> _ImageFields | None:
     if node is None:
         return None
     if not isinstance(node, Mapping):
-        raise InvalidImageValues(f"{key} is a {_type_name(node)}, not a mapping with repository, tag and digest")
+        raise InvalidImageValues(f"{key} is a {type_name(node)}, not a mapping with repository, tag and digest")
     return _ImageFields(
         key=key,
         repository=_repository_text(node.get("repository"), f"{key}.repository"),

@@ -11,7 +11,7 @@ By default a target's checked containers are those running the expected image's 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from rollback_verifier.api.models import (
@@ -30,19 +30,8 @@ from rollback_verifier.core.images import (
     same_repository,
     template_image_matches,
 )
-from rollback_verifier.core.rollout import DeploymentView, PodView, evaluate_rollout, pods_of
-
-# When several things are wrong at the deadline, the reason is the first of these that applies:
-# the most fundamental cause first (a missing Deployment explains everything after it).
-REASON_ORDER = (
-    Reason.TARGET_NOT_FOUND,
-    Reason.PROGRESS_DEADLINE_EXCEEDED,
-    Reason.IMAGE_MISMATCH,
-    Reason.ROLLOUT_TIMEOUT,
-    Reason.DIGEST_MISMATCH,
-    Reason.APPLICATION_UNHEALTHY,
-    Reason.ORPHANED_RESOURCES,
-)
+from rollback_verifier.core.reasons import RULES, fails_at_once, most_fundamental, shown_in
+from rollback_verifier.core.rollout import DeploymentView, PodView, RolloutState, evaluate_rollout, pods_of
 
 HEALTHY = "Healthy"
 
@@ -108,17 +97,112 @@ def _template_mismatch(t: Target, expected: ImageRef, d: DeploymentView, checked
     return None
 
 
+@dataclass
+class TargetFacts:
+    """What every target check reads: one Deployment, its ready pods and its rollout, judged against
+    the expected image. `notes` and `digests_unverified` collect a pass's caveats."""
+
+    target: Target
+    expected: ImageRef
+    deployment: DeploymentView
+    policy: DigestPolicy | str
+    checked: list[str]  # the containers judged
+    ready_pods: list[PodView]
+    rollout: RolloutState
+    notes: list[str] = field(default_factory=list)
+    digests_unverified: bool = False
+
+
+# A check answers what is still wrong (the reason and one line), or None to let the next one judge.
+TargetCheck = Callable[[TargetFacts], tuple[Reason, str] | None]
+
+
+def _template_pins_expected_images(f: TargetFacts) -> tuple[Reason, str] | None:
+    mismatch = _template_mismatch(f.target, f.expected, f.deployment, f.checked)
+    if mismatch is None:
+        return None
+    # A stuck rollout of another template (the release being rolled back FROM) is where a rollback
+    # starts: only a stuck rollout TO the expected images fails at once.
+    if f.rollout.failed:
+        mismatch += f" (its rollout {f.rollout.message}; waiting for the rollback to replace it)"
+    return Reason.IMAGE_MISMATCH, mismatch
+
+
+def _rollout_not_stuck(f: TargetFacts) -> tuple[Reason, str] | None:
+    return (Reason.PROGRESS_DEADLINE_EXCEEDED, f"{f.target.name}: {f.rollout.message}") if f.rollout.failed else None
+
+
+def _rollout_complete(f: TargetFacts) -> tuple[Reason, str] | None:
+    return None if f.rollout.complete else (Reason.ROLLOUT_TIMEOUT, f"{f.target.name}: {f.rollout.message}")
+
+
+def _every_available_pod_seen(f: TargetFacts) -> tuple[Reason, str] | None:
+    # The pods judged must be the ones the Deployment counts: fewer seen (a lagging pod cache) is
+    # "not yet", never a pass on the pods that happen to be seen.
+    available, seen = f.deployment.available_replicas, len(f.ready_pods)
+    if f.policy == DigestPolicy.SPEC or available <= seen:
+        return None
+    return (
+        Reason.DIGEST_MISMATCH,
+        f"{f.target.name}: {seen} ready pods seen of the {available} the Deployment counts available;"
+        " waiting to see them all",
+    )
+
+
+def _pods_run_expected_images(f: TargetFacts) -> tuple[Reason, str] | None:
+    name, expected = f.target.name, f.expected
+    for pod in sorted(f.ready_pods, key=lambda p: p.name):
+        for container in f.checked:
+            running = pod.container(container)
+            if running is None:
+                return Reason.IMAGE_MISMATCH, f"{name}: pod {pod.name} has no {container}"
+            if not template_image_matches(expected, running.image):
+                return (
+                    Reason.IMAGE_MISMATCH,
+                    f"{name}: pod {pod.name} runs {running.image} in {container}, expected {expected}",
+                )
+            if f.policy == DigestPolicy.SPEC or expected.digest is None or digest_matches(expected, running.image_id):
+                continue
+            runtime_digest = digest_from_image_id(running.image_id)
+            f.digests_unverified = True
+            if runtime_digest is None:
+                return (
+                    Reason.DIGEST_MISMATCH,
+                    f"{name}: pod {pod.name} has not reported the image digest of {container} yet",
+                )
+            if f.policy == DigestPolicy.STRICT:
+                return (
+                    Reason.DIGEST_MISMATCH,
+                    f"{name}: pod {pod.name} runs digest {runtime_digest} in {container}, expected {expected.digest}",
+                )
+            # Auto: the spec pins the expected digest; the runtime reports another (index vs platform)
+            f.notes.append(
+                f"{name}: runtime reports {runtime_digest} for {container} while the spec pins {expected.digest}"
+                " (a multi-arch index resolves to a platform manifest digest), so the digest is not verified"
+            )
+    return None
+
+
+# In order: the first check that finds something wrong gives the target's problem. A new check is
+# one small function of TargetFacts, one entry here and its test.
+TARGET_CHECKS: tuple[TargetCheck, ...] = (
+    _template_pins_expected_images,
+    _rollout_not_stuck,
+    _rollout_complete,
+    _every_available_pod_seen,
+    _pods_run_expected_images,
+)
+
+
 def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvaluation:
-    t = inp.target
-    where = f"{t.namespace}/{t.name}"
-    expected = inp.expected
+    t, expected, d = inp.target, inp.expected, inp.deployment
     base = TargetStatus(name=t.name, namespace=t.namespace or "")
-    d = inp.deployment
     if d is None:
-        return TargetEvaluation(base, Reason.TARGET_NOT_FOUND, f"Deployment {where} not found")
+        return TargetEvaluation(base, Reason.TARGET_NOT_FOUND, f"Deployment {t.namespace}/{t.name} not found")
 
     checked = list(t.containers) if t.containers else default_containers(expected, d)
     ready_pods = [p for p in pods_of(d, inp.pods) if p.ready]
+    rollout = evaluate_rollout(d)
     status = base.model_copy(
         update={
             "expectedImages": {c: str(expected) for c in checked},
@@ -127,78 +211,28 @@ def evaluate_target(inp: TargetInput, policy: DigestPolicy | str) -> TargetEvalu
             "replicas": d.spec_replicas,
             "updatedReplicas": d.updated_replicas,
             "availableReplicas": d.available_replicas,
+            "rolloutComplete": rollout.complete,
         }
     )
-    rollout = evaluate_rollout(d)
-    status.rolloutComplete = rollout.complete
-    mismatch = _template_mismatch(t, expected, d, checked)
-    if mismatch is not None:
-        # A stuck rollout of another template (the release being rolled back FROM) is where a rollback
-        # starts: only a stuck rollout TO the expected images fails at once.
-        if rollout.failed:
-            mismatch += f" (its rollout {rollout.message}; waiting for the rollback to replace it)"
-        return _with_message(status, Reason.IMAGE_MISMATCH, mismatch)
-    if rollout.failed:
-        return _with_message(status, Reason.PROGRESS_DEADLINE_EXCEEDED, f"{t.name}: {rollout.message}")
-    if not rollout.complete:
-        return _with_message(status, Reason.ROLLOUT_TIMEOUT, f"{t.name}: {rollout.message}")
+    facts = TargetFacts(t, expected, d, policy, checked, ready_pods, rollout)
+    for check in TARGET_CHECKS:
+        found = check(facts)
+        if found is not None:
+            return _with_message(status, *found)
 
-    problem: Reason | None = None
-    detail = ""
-    notes: list[str] = []
-    unseen = d.available_replicas - len(ready_pods)
-    if policy != DigestPolicy.SPEC and unseen > 0:
-        # The pods judged must be the ones the Deployment counts: fewer seen (a lagging pod cache) is
-        # "not yet", never a pass on the pods that happen to be seen.
-        problem = Reason.DIGEST_MISMATCH
-        detail = (
-            f"{t.name}: {len(ready_pods)} ready pods seen of the {d.available_replicas} the Deployment counts"
-            " available; waiting to see them all"
-        )
-    verified_all = bool(ready_pods) and expected.digest is not None and policy != DigestPolicy.SPEC
-    for pod in sorted(ready_pods, key=lambda p: p.name):
-        for name in checked:
-            running = pod.container(name)
-            if running is None:
-                problem, detail = (
-                    problem or Reason.IMAGE_MISMATCH,
-                    detail or f"{t.name}: pod {pod.name} has no {name}",
-                )
-                verified_all = False
-                continue
-            if not template_image_matches(expected, running.image):
-                problem = problem or Reason.IMAGE_MISMATCH
-                detail = detail or f"{t.name}: pod {pod.name} runs {running.image} in {name}, expected {expected}"
-                verified_all = False
-                continue
-            if policy == DigestPolicy.SPEC or expected.digest is None:
-                continue
-            if digest_matches(expected, running.image_id):
-                continue
-            runtime_digest = digest_from_image_id(running.image_id)
-            verified_all = False
-            if runtime_digest is None:
-                problem = problem or Reason.DIGEST_MISMATCH
-                detail = detail or f"{t.name}: pod {pod.name} has not reported the image digest of {name} yet"
-            elif policy == DigestPolicy.STRICT:
-                problem = problem or Reason.DIGEST_MISMATCH
-                detail = detail or (
-                    f"{t.name}: pod {pod.name} runs digest {runtime_digest} in {name}, expected {expected.digest}"
-                )
-            else:  # Auto: the spec pins the expected digest; the runtime reports another (index vs platform)
-                notes.append(
-                    f"{t.name}: runtime reports {runtime_digest} for {name} while the spec pins {expected.digest}"
-                    " (a multi-arch index resolves to a platform manifest digest), so the digest is not verified"
-                )
+    notes = facts.notes
     if expected.digest is None:
         notes.append(f"{t.name}: only the tag {expected.tag} is pinned, so the digest cannot be verified")
     elif policy == DigestPolicy.SPEC:
         notes.append(f"{t.name}: digestPolicy Spec checks the pod spec only")
-    elif not ready_pods and problem is None:
+    elif not ready_pods:
         notes.append(f"{t.name}: no pods run (0 replicas); the pod template was checked")
-    status.digestsVerified = verified_all and problem is None
-    if problem is not None:
-        return _with_message(status, problem, detail)
+    status.digestsVerified = (
+        bool(ready_pods)
+        and expected.digest is not None
+        and policy != DigestPolicy.SPEC
+        and not facts.digests_unverified
+    )
     unique_notes = tuple(dict.fromkeys(notes))  # every pod of a target reports the same caveat: say it once
     status.message = "; ".join(unique_notes) or None
     return TargetEvaluation(status, None, f"{t.name}: verified", unique_notes)
@@ -286,8 +320,8 @@ def combine(evals: Sequence[TargetEvaluation], application: ApplicationFacts | N
         conditions.append(_cond("Ready", True, Reason.VERIFIED.value, message))
         return Verdict(Phase.SUCCEEDED, Reason.VERIFIED, message, [e.status for e in evals], conditions, orphans)
 
-    if Reason.PROGRESS_DEADLINE_EXCEEDED in problems or deadline_passed:
-        reason = next(r for r in REASON_ORDER if r in problems)
+    if deadline_passed or fails_at_once(problems):
+        reason = most_fundamental(problems)
         message = "; ".join(details)
         conditions.append(_cond("Ready", False, reason.value, message))
         return Verdict(Phase.FAILED, reason, message, [e.status for e in evals], conditions, orphans)
@@ -314,14 +348,7 @@ def _conditions(
     evals: Sequence[TargetEvaluation], application: ApplicationFacts | None, app_problem: Reason | None
 ) -> list[Condition]:
     out = [_cond("ExpectedImagesResolved", True, "Resolved", "expected images resolved for every target")]
-    rollout_problem = next(
-        (
-            e
-            for e in evals
-            if e.problem in (Reason.TARGET_NOT_FOUND, Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.ROLLOUT_TIMEOUT)
-        ),
-        None,
-    )
+    rollout_problem = next((e for e in evals if e.problem in shown_in("RolloutComplete")), None)
     unfinished = next((e for e in evals if not e.status.rolloutComplete), None)
     if rollout_problem is None and unfinished is not None:
         # A template that does not pin the expected images yet (e.g. the stuck release being rolled back
@@ -330,10 +357,10 @@ def _conditions(
     elif rollout_problem is None:
         out.append(_cond("RolloutComplete", True, "RolloutComplete", "every target rolled out"))
     else:
-        reason = rollout_problem.problem.value if rollout_problem.problem else "InProgress"
-        reason = "RolloutInProgress" if reason == Reason.ROLLOUT_TIMEOUT.value else reason
+        problem = rollout_problem.problem
+        reason = (RULES[problem].condition_reason or problem.value) if problem else "InProgress"
         out.append(_cond("RolloutComplete", False, reason, rollout_problem.detail))
-    image_problem = next((e for e in evals if e.problem in (Reason.IMAGE_MISMATCH, Reason.DIGEST_MISMATCH)), None)
+    image_problem = next((e for e in evals if e.problem in shown_in("ImagesMatch")), None)
     if image_problem is not None and image_problem.problem is not None:
         out.append(_cond("ImagesMatch", False, image_problem.problem.value, image_problem.detail))
     elif all(e.ok for e in evals):

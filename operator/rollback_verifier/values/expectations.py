@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from rollback_verifier.api.models import Reason, RollbackVerificationSpec, Target
+from rollback_verifier.api.models import GitValuesSource, Reason, RollbackVerificationSpec, Target
 from rollback_verifier.core.credentials import GitCredentials
+from rollback_verifier.core.detection import history_entries
 from rollback_verifier.core.images import (
     ImageRef,
     InvalidImageReference,
@@ -18,11 +19,9 @@ from rollback_verifier.core.images import (
     resolve_expected_image,
 )
 from rollback_verifier.core.trust import Refused, RepositoryPolicy, check_repo_url, repository_credentials
-from rollback_verifier.values.sources import (
-    GitValuesReader,
-    ValuesUnavailable,
-    values_from_helm_source,
-)
+from rollback_verifier.values.git import GitValuesReader, application_repo_url
+from rollback_verifier.values.resolution import read_values, values_sources
+from rollback_verifier.values.source import ValuesRequest, ValuesUnavailable
 
 # A Secret read: its `.data` (base64 values) and its labels.
 SecretReader = Callable[[str], tuple[Mapping[str, str], Mapping[str, str]]]
@@ -46,14 +45,6 @@ class Expectations:
     source: str  # where the values came from, for messages
 
 
-def history(application: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
-    """The Application's status.history, oldest first (as Argo CD writes it)."""
-    if not application:
-        return []
-    entries: list[Any] = (application.get("status") or {}).get("history") or []
-    return [cast(Mapping[str, Any], e) for e in entries if isinstance(e, Mapping)]
-
-
 def deployed_revision(application: Mapping[str, Any] | None, during_sync: bool = False) -> str | None:
     """What Argo CD deployed last: the newest history entry (status.sync is the branch head instead).
     A PostSync hook runs before that entry is written (controller/sync.go writes history once the whole
@@ -62,43 +53,9 @@ def deployed_revision(application: Mapping[str, Any] | None, during_sync: bool =
         result = ((application.get("status") or {}).get("operationState") or {}).get("syncResult") or {}
         if result.get("revision"):
             return str(result["revision"])
-    entries = history(application)
-    return str(entries[-1].get("revision")) if entries and entries[-1].get("revision") else None
-
-
-def _source_repo_url(application: Mapping[str, Any] | None, app_name: str) -> str:
-    if not application:
-        raise ExpectationError(
-            Reason.VALUES_UNAVAILABLE,
-            f"valuesFrom.git has no repoURL and the Application {app_name} was not found to take it from",
-        )
-    spec = application.get("spec") or {}
-    if spec.get("sources") and not spec.get("source"):
-        raise ExpectationError(
-            Reason.VALUES_UNAVAILABLE,
-            f"the Application {app_name} has multiple sources: set valuesFrom.git.repoURL to say which one",
-        )
-    url = (spec.get("source") or {}).get("repoURL")
-    if not url:
-        raise ExpectationError(Reason.VALUES_UNAVAILABLE, f"the Application {app_name} has no source.repoURL")
-    return str(url)
-
-
-def _history_entry(application: Mapping[str, Any] | None, revision: str | None, app_name: str) -> Mapping[str, Any]:
-    entries = history(application)
-    if not entries:
-        raise ExpectationError(
-            Reason.VALUES_UNAVAILABLE,
-            f"the Application {app_name} has no sync history to read Helm values from",
-        )
-    if revision is None:
-        return entries[-1]
-    found: Mapping[str, Any] | None = next((e for e in reversed(entries) if e.get("revision") == revision), None)
-    if found is not None:
-        return found
-    raise ExpectationError(
-        Reason.VALUES_UNAVAILABLE, f"the Application {app_name} has no history entry for revision {revision}"
-    )
+    entries = history_entries(application or {})
+    # A multi-source entry has no single revision to read values at.
+    return entries[-1].revision if entries and len(entries[-1].revisions) == 1 else None
 
 
 def resolve_expectations(
@@ -157,42 +114,46 @@ def _load_values(
             Reason.INVALID_SPEC,
             "targets use imageValues but neither valuesFrom nor application says where the values are",
         )
-    if values_from is None or values_from.applicationHelmValues:
-        entry = _history_entry(application, revision, app_name)
+    repo_url: str | None = None
+    credentials: GitCredentials | None = None
+    git = values_from.git if values_from is not None else None
+    if git is not None:
         try:
-            values = values_from_helm_source(entry.get("source") or {})
+            repo_url = git.repoURL or application_repo_url(application, app_name)
         except ValuesUnavailable as exc:
             raise ExpectationError(Reason.VALUES_UNAVAILABLE, str(exc)) from exc
-        return (
-            values,
-            str(entry.get("revision") or revision or ""),
-            f"Helm values of history entry {entry.get('id')}",
-        )
+        credentials = _checked_credentials(git, repo_url, read_secret, repositories)
+    request = ValuesRequest(
+        values_from=values_from,
+        revision=revision,
+        application=app_name,
+        history=history_entries(application or {}),
+        repo_url=repo_url,
+        credentials=credentials,
+    )
+    try:
+        read = read_values(values_sources(reader), request)
+    except ValuesUnavailable as exc:
+        raise ExpectationError(Reason.VALUES_UNAVAILABLE, str(exc)) from exc
+    return read.values, read.revision, read.description
 
-    git = values_from.git
-    if git is None:  # ValuesFrom's validator guarantees one source; this keeps the type checker honest
-        raise ExpectationError(Reason.INVALID_SPEC, "valuesFrom names no source")
-    repo_url = git.repoURL or _source_repo_url(application, app_name)
-    rev = revision or "HEAD"
-    credentials: GitCredentials | None = None
+
+def _checked_credentials(
+    git: GitValuesSource, repo_url: str, read_secret: SecretReader | None, repositories: RepositoryPolicy
+) -> GitCredentials | None:
+    """The trust rules on the URL, then the credentials Secret they allow (api.md "Trust boundaries")."""
     try:
         # The URL first: a refused URL needs no Secret read, and a Secret is never read for it.
         check_repo_url(repo_url, with_credentials=git.credentialsSecretRef is not None, policy=repositories)
-        if git.credentialsSecretRef is not None:
-            if read_secret is None:
-                raise ExpectationError(Reason.VALUES_UNAVAILABLE, "credentials Secrets cannot be read here")
-            secret_name = git.credentialsSecretRef.name
-            try:
-                data, labels = read_secret(secret_name)
-                credentials = repository_credentials(secret_name, data, labels, repo_url)
-            except (LookupError, ValueError) as exc:
-                raise ExpectationError(Reason.VALUES_UNAVAILABLE, f"credentials Secret {secret_name}: {exc}") from exc
+        if git.credentialsSecretRef is None:
+            return None
+        if read_secret is None:
+            raise ExpectationError(Reason.VALUES_UNAVAILABLE, "credentials Secrets cannot be read here")
+        secret_name = git.credentialsSecretRef.name
+        try:
+            data, labels = read_secret(secret_name)
+            return repository_credentials(secret_name, data, labels, repo_url)
+        except (LookupError, ValueError) as exc:
+            raise ExpectationError(Reason.VALUES_UNAVAILABLE, f"credentials Secret {secret_name}: {exc}") from exc
     except Refused as exc:
         raise ExpectationError(Reason.INVALID_SPEC, f"valuesFrom.git: {exc.message}") from exc
-    if reader is None:
-        raise ExpectationError(Reason.VALUES_UNAVAILABLE, "git values cannot be read here")
-    try:
-        values = reader.read_values(repo_url, rev, git.path, credentials)
-    except ValuesUnavailable as exc:
-        raise ExpectationError(Reason.VALUES_UNAVAILABLE, str(exc)) from exc
-    return values, rev, f"{git.path} at {rev[:12]}"

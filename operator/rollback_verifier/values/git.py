@@ -15,7 +15,6 @@ in GIT_SSH_COMMAND, and every URL in a message has its user info redacted.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import hmac
 import logging
@@ -32,14 +31,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
-import yaml
-
-from rollback_verifier.core.credentials import _HTTP_SCHEMES, GitCredentials, redact_url
+from rollback_verifier.api.models import ValuesFrom
+from rollback_verifier.core.credentials import GitCredentials, redact_url, split_userinfo
 from rollback_verifier.tools import find_tool
+from rollback_verifier.values.source import ReadValues, ValuesRequest, ValuesUnavailable, load_values_yaml
 
 logger = logging.getLogger(__name__)
+
 
 # A values file larger than this is not a values file; refuse rather than load it into memory.
 MAX_VALUES_FILE_BYTES = 8 * 1024 * 1024
@@ -70,33 +69,6 @@ case "$1" in
   *) printf '%s\\n' "${_ASKPASS_PASSWORD_ENV}" ;;
 esac
 """
-
-
-class ValuesUnavailable(Exception):
-    """The values could not be read; the message (shown to users) names what was missing."""
-
-
-# --- Credentials --------------------------------------------------------------------------
-
-
-def _split_userinfo(repo_url: str) -> tuple[str, str | None, str | None]:
-    """(URL without user info, user, password) for http(s) URLs; other URLs are left alone."""
-    lowered = repo_url.lower()
-    if not lowered.startswith(_HTTP_SCHEMES):
-        return repo_url, None, None
-    scheme_end = repo_url.index("://") + 3
-    authority_end = len(repo_url)
-    for separator in "/?#":
-        found = repo_url.find(separator, scheme_end)
-        if found != -1:
-            authority_end = min(authority_end, found)
-    authority = repo_url[scheme_end:authority_end]
-    userinfo, at, host = authority.rpartition("@")
-    if not at:
-        return repo_url, None, None
-    user, colon, password = userinfo.partition(":")
-    clean = repo_url[:scheme_end] + host + repo_url[authority_end:]
-    return clean, unquote(user) or None, unquote(password) if colon else None
 
 
 # --- Git ----------------------------------------------------------------------------------
@@ -162,15 +134,7 @@ class GitValuesReader:
             sha = session.resolve(revision)
             text = session.read_file(sha, clean_path, revision)
         where = f"{clean_path} at revision {_shown_revision(revision, sha)} of {session.shown_url}"
-        try:
-            loaded = yaml.safe_load(text)
-        except (yaml.YAMLError, RecursionError) as exc:
-            raise ValuesUnavailable(f"{where} is not valid YAML: {_yaml_problem(exc)}") from None
-        if loaded is None:
-            return {}
-        if not isinstance(loaded, dict):
-            raise ValuesUnavailable(f"{where} is not a YAML mapping (it holds a {_kind(loaded)})")
-        return loaded
+        return load_values_yaml(text, where)
 
     def resolve(self, repo_url: str, revision: str, credentials: GitCredentials | None = None) -> str:
         """The full commit SHA that `revision` names."""
@@ -228,7 +192,7 @@ class GitValuesReader:
         shown_url = redact_url(repo_url)
         if repo_url.startswith("-") or any(c in repo_url for c in "\0\n\r"):
             raise ValuesUnavailable(f"{shown_url!r} is not a git repository URL")
-        url, url_user, url_password = _split_userinfo(repo_url.strip())
+        url, url_user, url_password = split_userinfo(repo_url.strip())
         username = credentials.username if credentials and credentials.username else url_user
         password = credentials.password if credentials and credentials.password else url_password
         effective = GitCredentials(
@@ -506,117 +470,42 @@ def _clean_path(path: str) -> str:
     return "/".join(parts)
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return type(value).__name__
+def application_repo_url(application: Mapping[str, Any] | None, app_name: str) -> str:
+    """The repository valuesFrom.git reads when it names none: the Application's source repoURL."""
+    if not application:
+        raise ValuesUnavailable(
+            f"valuesFrom.git has no repoURL and the Application {app_name} was not found to take it from"
+        )
+    spec = application.get("spec") or {}
+    if spec.get("sources") and not spec.get("source"):
+        raise ValuesUnavailable(
+            f"the Application {app_name} has multiple sources: set valuesFrom.git.repoURL to say which one"
+        )
+    url = (spec.get("source") or {}).get("repoURL")
+    if not url:
+        raise ValuesUnavailable(f"the Application {app_name} has no source.repoURL")
+    return str(url)
 
 
-def _yaml_problem(exc: yaml.YAMLError | RecursionError) -> str:
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+class GitSource:
+    """valuesFrom.git: a values file at the revision, read with `reader` (None: git cannot be read here)."""
 
+    def __init__(self, reader: GitValuesReader | None) -> None:
+        self.reader = reader
 
-# --- Argo CD history entry sources ----------------------------------------------------------
+    def serves(self, values_from: ValuesFrom | None) -> bool:
+        return values_from is not None and values_from.git is not None
 
-
-def values_from_helm_source(source: Mapping[str, Any]) -> dict[str, Any]:
-    """The inline Helm values of an Argo CD Application source (e.g. `status.history[].source`).
-
-    Argo CD's precedence is `parameters > valuesObject > values > valueFiles`, and its repo-server
-    (`ApplicationSourceHelm.ValuesYAML`) uses `valuesObject` INSTEAD of `values` when both are set:
-    they are not merged. `parameters` (`--helm-set`) are applied on top, typed as `helm --set`
-    types them (true/false, null, integers; `forceString` keeps text); a parameter with a list
-    index (`a[0].b`) is skipped. `valueFiles` cannot be read from the source: use valuesFrom.git.
-
-    Raises ValuesUnavailable when the source has none of these, or when they do not parse.
-    """
-    helm = source.get("helm") if isinstance(source, Mapping) else None
-    if not isinstance(helm, Mapping):
-        raise ValuesUnavailable("the history entry's source has no helm values")
-    values_object = helm.get("valuesObject")
-    values_text = helm.get("values")
-    parameters = helm.get("parameters") or []
-
-    values: dict[str, Any] | None = None
-    if values_object is not None:
-        if not isinstance(values_object, Mapping):
-            raise ValuesUnavailable(
-                f"the history entry's source.helm.valuesObject is a {_kind(values_object)}, not a mapping"
-            )
-        values = copy.deepcopy(dict(values_object))
-    elif values_text not in (None, ""):
-        if not isinstance(values_text, str):
-            raise ValuesUnavailable(
-                f"the history entry's source.helm.values is a {_kind(values_text)}, not a YAML string"
-            )
-        try:
-            loaded = yaml.safe_load(values_text)
-        except (yaml.YAMLError, RecursionError) as exc:
-            raise ValuesUnavailable(
-                f"the history entry's source.helm.values is not valid YAML: {_yaml_problem(exc)}"
-            ) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValuesUnavailable(
-                f"the history entry's source.helm.values is not a YAML mapping (it holds a {_kind(loaded)})"
-            )
-        values = loaded or {}
-
-    if not isinstance(parameters, list):
-        raise ValuesUnavailable("the history entry's source.helm.parameters is not a list")
-    if values is None and not parameters:
-        detail = " (its valueFiles are read with valuesFrom.git)" if helm.get("valueFiles") else ""
-        raise ValuesUnavailable(f"the history entry's source has no helm values{detail}")
-    values = values if values is not None else {}
-    for parameter in parameters:
-        _apply_helm_parameter(values, parameter)
-    return values
-
-
-def _apply_helm_parameter(values: dict[str, Any], parameter: Any) -> None:
-    if not isinstance(parameter, Mapping) or not isinstance(parameter.get("name"), str):
-        raise ValuesUnavailable(f"the history entry has a malformed helm parameter: {parameter!r:.100}")
-    name: str = parameter["name"]
-    if "[" in name or not name:
-        logger.debug("helm parameter %r not applied: list indexes are not supported", name)
-        return
-    raw = parameter.get("value")
-    text = "" if raw is None else str(raw)
-    value = text if parameter.get("forceString") else _helm_set_typed(text)
-    # `a\.b.c` sets key "a.b" then "c", as helm --set reads it.
-    path = [part.replace("\0", ".") for part in name.replace("\\.", "\0").split(".")]
-    node = values
-    for part in path[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[path[-1]] = value
-
-
-def _helm_set_typed(text: str) -> Any:
-    """The value `helm --set` makes of `text` (strvals.typedVal)."""
-    lowered = text.lower()
-    if lowered == "true":
-        return True
-    if lowered == "false":
-        return False
-    if lowered == "null":
-        return None
-    if text == "0":
-        return 0
-    if text and text[0] != "0" and re.fullmatch(r"[+-]?[0-9]+", text):
-        number = int(text)
-        if -(2**63) <= number < 2**63:
-            return number
-    return text
+    def read(self, request: ValuesRequest) -> ReadValues:
+        git = request.values_from.git if request.values_from else None
+        if git is None:
+            raise ValuesUnavailable("valuesFrom names no git source")
+        if request.entry is not None and len(request.entry.revisions) != 1:
+            raise ValuesUnavailable("no single git source to read values from")
+        if self.reader is None:
+            raise ValuesUnavailable("git values cannot be read here")
+        if not request.repo_url:
+            raise ValuesUnavailable("no git repository URL was given")
+        revision = request.entry.revision if request.entry else request.revision or "HEAD"
+        values = self.reader.read_values(request.repo_url, revision, git.path, request.credentials)
+        return ReadValues(values, revision, f"{git.path} at {revision[:12]}")
