@@ -1,12 +1,12 @@
 """The clusters verifications look in: the operator's own, and Argo CD's destination clusters.
 
 A destination cluster is reached with the credentials of its Argo CD cluster Secret (parsed by
-core/destinations.py). Its connection and its target caches (one Deployment and one Pod watch per
-target namespace, as in the own cluster) are opened by the first verification there and closed with
-the last; each cluster's watches run in threads of their own, so one unreachable cluster delays no
-verification elsewhere. Credentials stay in memory, except the PEM files the client library can
-only read from disk: those are written 0600 into a private folder under the cache directory and
-removed when the connection closes.
+core/destinations.py). Its connection and its target caches (per target Deployment, as in the own
+cluster, their changes coalesced onto the event loop the same way) are opened by the first
+verification there and closed with the last; each cluster's watches run in threads of their own,
+so one unreachable cluster delays no verification elsewhere. Credentials stay in memory, except the
+PEM files the client library can only read from disk: those are written 0600 into a private folder
+under the cache directory and removed when the connection closes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import urllib3
 from kubernetes import client
 
 from rollback_verifier.controller.kube import Kube
-from rollback_verifier.controller.target_caches import TargetCaches
+from rollback_verifier.controller.target_caches import Schedule, TargetCaches
 from rollback_verifier.core.destinations import (
     CLUSTER_SECRET_SELECTOR,
     ClusterSecret,
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 OWN = ""  # the key of the operator's own cluster
 
-# (cluster key, namespace, Deployment name or None for "a pod changed"); called in an informer's thread.
+# (cluster key, namespace, Deployment name): a target of that cluster changed; called through `schedule`.
 ClusterChanged = Callable[[str, str, str | None], None]
 
 
@@ -119,8 +119,10 @@ class Clusters:
         *,
         argocd_namespace: str,
         files_root: Path,
+        schedule: Schedule | None = None,
     ) -> None:
         self.own_kube = own_kube
+        self._schedule = schedule  # the own caches' hand-over to the event loop, shared by every cluster's
         self.argocd_namespace = argocd_namespace
         self.files_root = files_root
         self.changed = changed
@@ -179,7 +181,10 @@ class Clusters:
         key = secret.key
         label = secret.describe()
         caches = TargetCaches(
-            Kube(api_client), lambda ns, deployment: self.changed(key, ns, deployment), where=f" of {label}"
+            Kube(api_client),
+            lambda ns, deployment: self.changed(key, ns, deployment),
+            where=f" of {label}",
+            schedule=self._schedule,
         )
         log.info("%s: connecting for the verifications there", label)
         return Cluster(key, label, caches.kube, caches, secret_name=secret.secret_name, _files=files)

@@ -133,17 +133,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     def on_loop(call: Callable[[], None]) -> None:  # from an informer's thread
         loop.call_soon_threadsafe(call, context=context)
 
-    def on_destination_change(cluster: str, namespace: str, deployment: str | None) -> None:  # likewise
-        loop.call_soon_threadsafe(runner.nudge, namespace, deployment, cluster, context=context)
-
     caches = TargetCaches(kube, runner.nudge, schedule=on_loop)
     runner.caches = caches
     runner.clusters = Clusters(
         kube,
         caches,
-        on_destination_change,
+        lambda cluster, namespace, deployment: runner.nudge(namespace, deployment, cluster),
         argocd_namespace=cfg.settings.argocdNamespace,
         files_root=cfg.cache_dir / "clusters",
+        schedule=on_loop,  # destination caches coalesce their changes onto the loop as the own ones do
     )
     detector = Detector(kube, metrics, reader, cfg.settings, workers)
     watched = [a.name for a in cfg.settings.detection.applications] if cfg.settings.detection.enabled else []
