@@ -225,7 +225,13 @@ def test_an_operator_killed_mid_verification_reaches_the_same_single_verdict(
         status = wait_verdict(cluster, namespace, "survivor", timeout=60)["status"]
         assert (status["phase"], status["reason"]) == ("Succeeded", "Verified")
         assert status["startedAt"] == started, "the restarted operator kept the original start (and deadline)"
-        assert metric(second.metrics(), "rollback_verification_completed_total", phase="Succeeded") == 1
+        # Counted just after the write lands (as its reply comes back): the object can be seen first.
+        counted = cluster.wait_for(
+            lambda: metric(second.metrics(), "rollback_verification_completed_total", phase="Succeeded"),
+            timeout=30,
+            what="the restarted operator to count its verdict",
+        )
+        assert counted == 1
     # A third start finds a final verdict and leaves it alone.
     with running_operator(cluster, [namespace], tmp_path / "third") as third:
         wait_saw_every_verdict(cluster, third, 1)  # it has listed and judged the verdict: now nothing may follow

@@ -123,6 +123,7 @@ class FakeCluster:
     patches: list[dict[str, Any]] = field(default_factory=list)  # every status patch that landed
     attempts: list[float] = field(default_factory=list)  # clock time of every patch attempt
     failing_writes: int = 0  # so many writes fail (the API server unreachable) before they work again
+    lost_replies: int = 0  # so many writes land but their reply is lost (a client timeout after the commit)
     # Run just before the next patch lands, in order: another writer changing the object in between.
     before_next_write: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     clock: FakeClock | None = None
@@ -160,6 +161,9 @@ class FakeCluster:
         _merge_patch(obj.setdefault("status", {}), status)
         obj["metadata"]["resourceVersion"] = str(next(self._rv))
         self.patches.append(copy.deepcopy(dict(status)))
+        if self.lost_replies > 0:
+            self.lost_replies -= 1
+            raise TimeoutError("read timed out")
         return copy.deepcopy(obj)
 
     # -- runner.FreshReads, runner.SecretReader --------------------------------------------------

@@ -165,6 +165,20 @@ def test_a_conflict_whose_re_read_shows_a_verdict_ends_the_job_without_a_second_
     run(scenario)
 
 
+def test_a_verdict_that_landed_without_a_reply_is_counted_and_announced_once() -> None:
+    async def scenario() -> None:
+        op = operator(rolled_out())
+        op.cluster.add_verification(verification())
+        op.cluster.lost_replies = 1  # the verdict is committed, but the client times out reading the reply
+        op.observe()
+        await op.clock.run_until(lambda: op.runner.active == 0, within=MAX_BACKOFF_SECONDS)
+        assert len(op.verdicts()) == 1  # the retry found the verdict recorded and wrote no second one
+        assert op.counted("Succeeded", "Verified") == 1  # ...and knew it for its own
+        assert op.events.reasons().count("Verified") == 1
+
+    run(scenario)
+
+
 def test_two_operators_on_one_object_write_and_count_one_verdict() -> None:
     async def scenario() -> None:
         cluster = rolled_out()

@@ -228,6 +228,16 @@ class _AlreadyDecided(Exception):
     """Another writer recorded the verdict: this job has nothing left to do."""
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    """A verdict as sent, with what its metrics need once its write is known to have landed."""
+
+    verdict: Verdict
+    started: float
+    completed: float
+    decided_by_change: float | None
+
+
 @dataclass
 class _Job:
     namespace: str
@@ -240,6 +250,9 @@ class _Job:
     last_change: float | None = None  # wall time of the newest nudge not yet evaluated
     cached_targets: frozenset[tuple[str, str]] = frozenset()  # whose caches this job holds open
     cluster: Cluster | None = None  # where its targets live, once resolved (held open by this job)
+    # Verdicts this job sent whose reply was lost (a timeout, a dropped connection), by completedAt: the
+    # write may have landed all the same, and then it is this job's to count and announce.
+    unconfirmed: dict[str, _Verdict] = field(default_factory=dict)
 
 
 class VerificationRunner:
@@ -346,8 +359,10 @@ class VerificationRunner:
             while True:
                 try:
                     await self._verify(job)
+                    await self._claim_landed_verdict(job)
                     return
                 except _AlreadyDecided:
+                    await self._claim_landed_verdict(job)
                     return
                 except asyncio.CancelledError:
                     raise
@@ -715,11 +730,14 @@ class VerificationRunner:
                 RollbackVerificationStatus(startedAt=now_iso(started), detectedBy=DetectedBy(detected_by(job.body))),
             )
         status = merged(also or RollbackVerificationStatus(), self._status_of(job, verdict), verdict_fields)
+        sent = _Verdict(verdict, started, completed, decided_by_change)
         try:
             await self._write(job, status)
         except _AlreadyDecided:
+            await self._claim_landed_verdict(job)
             return  # a verdict is already recorded: never write (or count) a second one
         except Exception:
+            job.unconfirmed[str(verdict_fields.completedAt)] = sent
             # The verdict write was refused (an admission webhook, a quota). The Running fields it carried
             # (startedAt: the deadline) are written on their own, so that a restart keeps the deadline and
             # the object says it is Running while the verdict is retried.
@@ -727,12 +745,28 @@ class VerificationRunner:
                 with contextlib.suppress(Exception):
                     await self._write(job, also)
             raise
-        written = self.clock.time()
+        await self._announce(job, sent, self.clock.time())
+
+    async def _claim_landed_verdict(self, job: _Job) -> None:
+        """The recorded verdict is one this job sent without hearing back: it landed, so it is counted and
+        announced now (by no one else: another writer's verdict has another completedAt)."""
+        if not job.unconfirmed:
+            return
+        status = job.body.get("status") or {}
+        sent = job.unconfirmed.pop(str(status.get("completedAt")), None)
+        job.unconfirmed.clear()
+        if sent is not None and status.get("phase") == sent.verdict.phase.value:
+            await self._announce(job, sent, self.clock.time())
+
+    async def _announce(self, job: _Job, sent: _Verdict, written: float) -> None:
+        """Count a verdict that landed and post its Event."""
+        job.unconfirmed.clear()  # one verdict landed: none of the earlier tries did
+        verdict = sent.verdict
         app = str(((job.body.get("spec") or {}).get("application") or {}).get("name") or "")
         reason = verdict.reason.value if verdict.reason else ""
-        self.metrics.record_verdict(app, verdict.phase.value, reason, completed - started, written)
-        if decided_by_change is not None:
-            self.metrics.verdict_latency.observe(max(written - decided_by_change, 0.0))
+        self.metrics.record_verdict(app, verdict.phase.value, reason, sent.completed - sent.started, written)
+        if sent.decided_by_change is not None:
+            self.metrics.verdict_latency.observe(max(written - sent.decided_by_change, 0.0))
         kind = "Normal" if verdict.phase == Phase.SUCCEEDED else "Warning"
         self._announced.add(str((job.body.get("metadata") or {}).get("uid")))
         try:
