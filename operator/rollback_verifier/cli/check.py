@@ -345,15 +345,21 @@ class ChangeFeed:
     (SIGABRT) after the verdict was printed."""
 
     def __init__(self, kube: Any, namespaces: set[str], timeout: float) -> None:
+        from kubernetes import client
+
         self._changed = threading.Event()
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._responses: set[Any] = set()
+        # A connection pool of the feed's own: a stream's connection, shut down by `close` or broken, is
+        # never handed to the main thread's reads (which then failed with EBADF).
+        self._client = client.ApiClient(kube.api_client.configuration)
+        apps, core = client.AppsV1Api(self._client), client.CoreV1Api(self._client)
         end = time.monotonic() + timeout
         self._threads = [
             threading.Thread(target=self._pump, args=(fn, ns, end), daemon=True, name=f"watch {ns}")
             for ns in sorted(namespaces)
-            for fn in (kube.apps.list_namespaced_deployment, kube.core.list_namespaced_pod)
+            for fn in (apps.list_namespaced_deployment, core.list_namespaced_pod)
         ]
         for thread in self._threads:
             thread.start()
@@ -399,4 +405,7 @@ class ChangeFeed:
         end = time.monotonic() + join_timeout
         for thread in self._threads:
             thread.join(max(0, end - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        ended = not any(t.is_alive() for t in self._threads)
+        if ended:
+            self._client.close()
+        return ended
