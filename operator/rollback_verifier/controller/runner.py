@@ -358,10 +358,9 @@ class VerificationRunner:
             self.metrics.in_progress.labels(app_label).inc()
             while True:
                 try:
-                    await self._verify(job)
-                    await self._claim_landed_verdict(job)
-                    return
-                except _AlreadyDecided:
+                    with contextlib.suppress(_AlreadyDecided):
+                        await self._verify(job)
+                    # Ended: by this job's verdict, or by one found recorded, maybe its own lost reply's.
                     await self._claim_landed_verdict(job)
                     return
                 except asyncio.CancelledError:
@@ -734,8 +733,7 @@ class VerificationRunner:
         try:
             await self._write(job, status)
         except _AlreadyDecided:
-            await self._claim_landed_verdict(job)
-            return  # a verdict is already recorded: never write (or count) a second one
+            return  # a verdict is already recorded: never write (or count) a second one (see _run)
         except Exception:
             job.unconfirmed[str(verdict_fields.completedAt)] = sent
             # The verdict write was refused (an admission webhook, a quota). The Running fields it carried
@@ -748,19 +746,17 @@ class VerificationRunner:
         await self._announce(job, sent, self.clock.time())
 
     async def _claim_landed_verdict(self, job: _Job) -> None:
-        """The recorded verdict is one this job sent without hearing back: it landed, so it is counted and
-        announced now (by no one else: another writer's verdict has another completedAt)."""
-        if not job.unconfirmed:
-            return
+        """If the recorded verdict is one this job sent without hearing back, it landed: count and announce
+        it now (no one else does: another writer's verdict has another completedAt, to the second)."""
         status = job.body.get("status") or {}
-        sent = job.unconfirmed.pop(str(status.get("completedAt")), None)
-        job.unconfirmed.clear()
+        sent = job.unconfirmed.get(str(status.get("completedAt")))
         if sent is not None and status.get("phase") == sent.verdict.phase.value:
             await self._announce(job, sent, self.clock.time())
 
     async def _announce(self, job: _Job, sent: _Verdict, written: float) -> None:
         """Count a verdict that landed and post its Event."""
-        job.unconfirmed.clear()  # one verdict landed: none of the earlier tries did
+        # One verdict landed: none of the earlier tries did, though one may share its completedAt second.
+        job.unconfirmed.clear()
         verdict = sent.verdict
         app = str(((job.body.get("spec") or {}).get("application") or {}).get("name") or "")
         reason = verdict.reason.value if verdict.reason else ""
