@@ -347,6 +347,8 @@ class ChangeFeed:
     def __init__(self, kube: Any, namespaces: set[str], timeout: float) -> None:
         from kubernetes import client
 
+        from rollback_verifier.controller.kube import Kube
+
         self._changed = threading.Event()
         self._closed = threading.Event()
         self._lock = threading.Lock()
@@ -354,12 +356,12 @@ class ChangeFeed:
         # A connection pool of the feed's own: a stream's connection, shut down by `close` or broken, is
         # never handed to the main thread's reads (which then failed with EBADF).
         self._client = client.ApiClient(kube.api_client.configuration)
-        apps, core = client.AppsV1Api(self._client), client.CoreV1Api(self._client)
+        own = Kube(self._client)
         end = time.monotonic() + timeout
         self._threads = [
-            threading.Thread(target=self._pump, args=(fn, ns, end), daemon=True, name=f"watch {ns}")
+            threading.Thread(target=self._pump, args=(fn, end), daemon=True, name=f"watch {ns}")
             for ns in sorted(namespaces)
-            for fn in (apps.list_namespaced_deployment, core.list_namespaced_pod)
+            for fn in (own.deployments_lister(ns), own.pods_lister(ns))
         ]
         for thread in self._threads:
             thread.start()
@@ -368,11 +370,10 @@ class ChangeFeed:
         if timeout > 0 and self._changed.wait(timeout):
             self._changed.clear()
 
-    def _pump(self, list_fn: Any, namespace: str, end: float) -> None:
+    def _pump(self, list_fn: Any, end: float) -> None:
         while not self._closed.is_set() and (remaining := end - time.monotonic()) > 0:
             try:
                 response = list_fn(
-                    namespace,
                     watch=True,
                     timeout_seconds=max(1, int(remaining)),
                     _preload_content=False,

@@ -105,16 +105,14 @@ def _run(args: argparse.Namespace) -> int:
 def _connect(kubeconfig: str | None, context: str | None) -> Any:
     """The API client of the given (or the usual) configuration, once the cluster answered: without a
     kubeconfig or a reachable cluster the operator exits with one line instead of retrying silently."""
-    from kubernetes import client
-
-    from rollback_verifier.controller.kube import REQUEST_TIMEOUT, KubeconfigError, cluster_problem, load_client_config
+    from rollback_verifier.controller.kube import Kube, KubeconfigError, cluster_problem, load_client_config
 
     try:
         api_client = load_client_config(kubeconfig, context)
     except KubeconfigError as exc:
         raise ClusterError(f"{exc}; in a pod the ServiceAccount token is used, elsewhere pass --kubeconfig") from None
     try:
-        client.VersionApi(api_client).get_code(_request_timeout=REQUEST_TIMEOUT)
+        Kube(api_client).server_version()
     except Exception as exc:
         problem = cluster_problem(exc, str(api_client.configuration.host))
         if problem is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rollback_verifier.controller.informer import Informer, Listener
-from rollback_verifier.controller.kube import ARGO_GROUP, ARGO_PLURAL, ARGO_VERSION, Kube
+from rollback_verifier.controller.kube import Kube
 
 # Without Argo CD's Application CRD (HTTP 404): retry, backing off to a rare check, so an operator on a
 # cluster without Argo CD makes almost no requests.
@@ -24,11 +24,7 @@ def _as_is(obj: dict[str, Any]) -> dict[str, Any]:
 def application_watcher(kube: Kube, namespace: str, listener: Listener | None = None) -> Informer[dict[str, Any]]:
     return Informer(
         f"Argo CD Applications in {namespace}",
-        kube.custom.list_namespaced_custom_object,
-        ARGO_GROUP,
-        ARGO_VERSION,
-        namespace,
-        ARGO_PLURAL,
+        kube.applications_lister(namespace),
         view=_as_is,
         listener=listener,
         missing_retry_seconds=MISSING_RETRY_SECONDS,

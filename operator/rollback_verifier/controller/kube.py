@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client, config
@@ -120,22 +121,114 @@ def _api_message(exc: ApiException) -> str:
     return str(exc.reason or "no message")
 
 
+# The Python names of list/watch parameters (as kubernetes.watch passes them) and their names in a URL.
+_QUERY_NAMES = {
+    "watch": "watch",
+    "field_selector": "fieldSelector",
+    "label_selector": "labelSelector",
+    "resource_version": "resourceVersion",
+    "timeout_seconds": "timeoutSeconds",
+    "allow_watch_bookmarks": "allowWatchBookmarks",
+}
+
+
+class Rest:
+    """Requests as plain JSON through the client's ApiClient (its configuration, authentication, TLS and
+    connection pool), without the generated API classes and models: importing and building those
+    (CoreV1Api, AppsV1Api, CustomObjectsApi and the pydantic models they pull in) took about a second of
+    CPU at every start, most of the operator's time to its first verdict, for objects turned back into
+    dicts at once."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: Any = REQUEST_TIMEOUT,
+        preload: bool = True,
+    ) -> Any:
+        """The decoded JSON answer (or, with preload=False, the open urllib3 response, for a watch).
+        A status other than 2xx raises ApiException, as the generated classes did."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        params = [(k, v) for k, v in (query or {}).items() if v is not None and v != ""]
+        serialized = self.api_client.param_serialize(
+            method, path, query_params=params, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        response = self.api_client.call_api(*serialized, _request_timeout=timeout)
+        if not preload and 200 <= response.status <= 299:
+            return response.response
+        response.read()
+        if not 200 <= response.status <= 299:
+            text = response.data.decode("utf-8", "replace") if response.data else None
+            raise ApiException.from_response(http_resp=response, body=text, data=None)
+        return json.loads(response.data) if response.data else {}
+
+    def lister(self, path: str) -> Callable[..., Any]:
+        """The list (and, with watch=True, watch) function of a collection, called as the informers and
+        kubernetes.watch call the generated ones (`_preload_content=False`: the raw response)."""
+
+        def list_or_watch(
+            *, _preload_content: bool = True, _request_timeout: Any = REQUEST_TIMEOUT, **params: Any
+        ) -> Any:
+            query = {_QUERY_NAMES[k]: v for k, v in params.items()}
+            return self.request("GET", path, query=query, timeout=_request_timeout, preload=_preload_content)
+
+        return list_or_watch
+
+    def get_or_none(self, path: str) -> dict[str, Any] | None:
+        """The object, None when it does not exist (404)."""
+        try:
+            return cast(dict[str, Any], self.request("GET", path))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+
+def _segment(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _namespaced(group_version: str, namespace: str, plural: str, name: str = "") -> str:
+    """The path of a namespaced collection (or of one object in it): `v1` is the core group."""
+    root = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    path = f"{root}/namespaces/{_segment(namespace)}/{plural}"
+    return f"{path}/{_segment(name)}" if name else path
+
+
+VERIFICATIONS = f"{GROUP}/{VERSION}"
+ARGO = f"{ARGO_GROUP}/{ARGO_VERSION}"
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.apps = client.AppsV1Api(api_client)
+        self.rest = Rest(api_client)
+
+    # -- what the informers list and watch -------------------------------------------------------
+    def deployments_lister(self, namespace: str) -> Callable[..., Any]:
+        return self.rest.lister(_namespaced("apps/v1", namespace, "deployments"))
+
+    def pods_lister(self, namespace: str) -> Callable[..., Any]:
+        return self.rest.lister(_namespaced("v1", namespace, "pods"))
+
+    def applications_lister(self, namespace: str) -> Callable[..., Any]:
+        return self.rest.lister(_namespaced(ARGO, namespace, ARGO_PLURAL))
+
+    def server_version(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self.rest.request("GET", "/version"))
 
     # -- RollbackVerifications -------------------------------------------------------------------
     def get_verification(self, namespace: str, name: str) -> dict[str, Any]:
-        obj = cast(
-            dict[str, Any],
-            self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
-            ),
-        )
-        return obj
+        return cast(dict[str, Any], self.rest.request("GET", _namespaced(VERIFICATIONS, namespace, PLURAL, name)))
 
     def patch_status(
         self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None
@@ -145,58 +238,40 @@ class Kube:
         body: dict[str, Any] = {"status": dict(status)}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
+        path = _namespaced(VERIFICATIONS, namespace, PLURAL, name) + "/status"
         try:
-            obj = cast(
+            return cast(
                 dict[str, Any],
-                self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, name, body, _request_timeout=REQUEST_TIMEOUT
-                ),
+                self.rest.request("PATCH", path, body=body, content_type="application/merge-patch+json"),
             )
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(name) from exc
             raise
-        return obj
 
     def create_verification(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Create; None when an object of that name exists already (creation is idempotent by name)."""
         try:
-            obj = cast(
+            return cast(
                 dict[str, Any],
-                self.custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, dict(body), _request_timeout=REQUEST_TIMEOUT
-                ),
+                self.rest.request("POST", _namespaced(VERIFICATIONS, namespace, PLURAL), body=dict(body)),
             )
         except ApiException as exc:
             if exc.status == 409:
                 return None
             raise
-        return obj
 
     def list_verifications(self, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
         """RollbackVerifications of one namespace, or of all (None), optionally by label selector."""
-        if namespace is None:
-            found = self.custom.list_cluster_custom_object(
-                GROUP, VERSION, PLURAL, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
-            )
-        else:
-            found = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
-            )
+        path = f"/apis/{VERIFICATIONS}/{PLURAL}" if namespace is None else _namespaced(VERIFICATIONS, namespace, PLURAL)
+        found = self.rest.request("GET", path, query={"labelSelector": label_selector})
         return list(cast(dict[str, Any], found).get("items") or [])
 
     def delete_verification(self, namespace: str, name: str, uid: str) -> None:
         """Delete that very object (a uid precondition: never a newer one of the same name); gone is fine."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
         try:
-            self.custom.delete_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+            self.rest.request("DELETE", _namespaced(VERIFICATIONS, namespace, PLURAL, name), body=body)
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
@@ -206,28 +281,31 @@ class Kube:
         operator killed between its status write and its Event, then resuming), it exists once."""
         meta = obj.get("metadata") or {}
         name, namespace, uid = str(meta.get("name")), str(meta.get("namespace")), str(meta.get("uid"))
-        now = datetime.now(UTC)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=f"{name[:180]}.{uid[:18]}.{reason.lower()[:40]}", namespace=namespace),
-            involved_object=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}",
-                kind="RollbackVerification",
-                name=name,
-                namespace=namespace,
-                uid=uid,
-                resource_version=meta.get("resourceVersion"),
-            ),
-            reason=reason,
-            message=message[:1024],
-            type=type_,
-            count=1,
-            first_timestamp=now,
-            last_timestamp=now,
-            source=client.V1EventSource(component="rollback-verifier"),
-            reporting_component="rollback-verifier",
-        )
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved = {
+            "apiVersion": VERIFICATIONS,
+            "kind": "RollbackVerification",
+            "name": name,
+            "namespace": namespace,
+            "uid": uid,
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name[:180]}.{uid[:18]}.{reason.lower()[:40]}", "namespace": namespace},
+            "involvedObject": {k: v for k, v in involved.items() if v is not None},
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": "rollback-verifier"},
+            "reportingComponent": "rollback-verifier",
+        }
         try:
-            self.core.create_namespaced_event(namespace, event, _request_timeout=REQUEST_TIMEOUT)
+            self.rest.request("POST", _namespaced("v1", namespace, "events"), body=event)
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -236,10 +314,8 @@ class Kube:
     def list_events(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
         """The Events about one object, oldest first."""
         selector = f"involvedObject.kind={kind},involvedObject.name={name}"
-        items = self.core.list_namespaced_event(
-            namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT
-        ).items
-        events = [self.api_client.sanitize_for_serialization(e) for e in items]
+        found = self.rest.request("GET", _namespaced("v1", namespace, "events"), query={"fieldSelector": selector})
+        events = list(found.get("items") or [])
         return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
@@ -249,49 +325,35 @@ class Kube:
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
         """A Secret's `.data` (base64 values; never logged, never in messages) and its labels."""
         try:
-            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+            secret = self.rest.request("GET", _namespaced("v1", namespace, "secrets", name))
         except ApiException as exc:
             raise LookupError(f"cannot read Secret {namespace}/{name} (HTTP {exc.status})") from None
-        labels = (secret.metadata.labels if secret.metadata else None) or {}
-        return {str(k): str(v) for k, v in (secret.data or {}).items()}, {str(k): str(v) for k, v in labels.items()}
+        labels = (secret.get("metadata") or {}).get("labels") or {}
+        data = secret.get("data") or {}
+        return {str(k): str(v) for k, v in data.items()}, {str(k): str(v) for k, v in labels.items()}
 
     def list_secrets_data(self, namespace: str, label_selector: str) -> list[tuple[str, dict[str, str]]]:
         """(name, `.data` with base64 values) of the Secrets the selector picks. Never logged."""
-        items = self.core.list_namespaced_secret(
-            namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
-        ).items
+        found = self.rest.request(
+            "GET", _namespaced("v1", namespace, "secrets"), query={"labelSelector": label_selector}
+        )
         return [
-            (str(s.metadata.name), {str(k): str(v) for k, v in (s.data or {}).items()}) for s in items if s.metadata
+            (str(s["metadata"]["name"]), {str(k): str(v) for k, v in (s.get("data") or {}).items()})
+            for s in found.get("items") or ()
+            if s.get("metadata")
         ]
 
     def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
         """An Argo CD Application, None when it does not exist."""
-        try:
-            obj = self.custom.get_namespaced_custom_object(
-                ARGO_GROUP, ARGO_VERSION, namespace, ARGO_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return cast(dict[str, Any], obj)
+        return self.rest.get_or_none(_namespaced(ARGO, namespace, ARGO_PLURAL, name))
 
     def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
-        items = self.apps.list_namespaced_deployment(namespace, _request_timeout=REQUEST_TIMEOUT).items
-        return [self.api_client.sanitize_for_serialization(d) for d in items]
+        return list(self.rest.request("GET", _namespaced("apps/v1", namespace, "deployments")).get("items") or [])
 
     def list_pods(self, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
-        items = self.core.list_namespaced_pod(
-            namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
-        ).items
-        return [self.api_client.sanitize_for_serialization(p) for p in items]
+        found = self.rest.request("GET", _namespaced("v1", namespace, "pods"), query={"labelSelector": label_selector})
+        return list(found.get("items") or [])
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Deployment as the API server has it now; None when it does not exist."""
-        try:
-            obj = self.apps.read_namespaced_deployment(name, namespace, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return cast(dict[str, Any], self.api_client.sanitize_for_serialization(obj))
+        return self.rest.get_or_none(_namespaced("apps/v1", namespace, "deployments", name))

@@ -89,8 +89,7 @@ class TargetCaches:
 
         return Informer(
             f"Deployment {namespace}/{name}{self.where}",
-            self.kube.apps.list_namespaced_deployment,
-            namespace,
+            self.kube.deployments_lister(namespace),
             view=deployment_view,
             listener=on_deployment,
             on_state=lambda: self._nudge(target),
@@ -116,8 +115,7 @@ class TargetCaches:
         namespace, name = target
         return Informer(
             f"pods of {namespace}/{name}{self.where}",
-            self.kube.core.list_namespaced_pod,
-            namespace,
+            self.kube.pods_lister(namespace),
             view=pod_view,
             listener=lambda _kind, _name, _view: self._nudge(target),
             on_state=lambda: self._nudge(target),
