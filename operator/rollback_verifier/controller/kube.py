@@ -183,6 +183,10 @@ class Rest:
 
         return list_or_watch
 
+    def items(self, path: str, query: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The objects a list of the collection at `path` returns."""
+        return list(cast(dict[str, Any], self.request("GET", path, query=query)).get("items") or [])
+
     def get_or_none(self, path: str) -> dict[str, Any] | None:
         """The object, None when it does not exist (404)."""
         try:
@@ -264,8 +268,7 @@ class Kube:
     def list_verifications(self, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
         """RollbackVerifications of one namespace, or of all (None), optionally by label selector."""
         path = f"/apis/{VERIFICATIONS}/{PLURAL}" if namespace is None else _namespaced(VERIFICATIONS, namespace, PLURAL)
-        found = self.rest.request("GET", path, query={"labelSelector": label_selector})
-        return list(cast(dict[str, Any], found).get("items") or [])
+        return self.rest.items(path, {"labelSelector": label_selector})
 
     def delete_verification(self, namespace: str, name: str, uid: str) -> None:
         """Delete that very object (a uid precondition: never a newer one of the same name); gone is fine."""
@@ -314,8 +317,7 @@ class Kube:
     def list_events(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
         """The Events about one object, oldest first."""
         selector = f"involvedObject.kind={kind},involvedObject.name={name}"
-        found = self.rest.request("GET", _namespaced("v1", namespace, "events"), query={"fieldSelector": selector})
-        events = list(found.get("items") or [])
+        events = self.rest.items(_namespaced("v1", namespace, "events"), {"fieldSelector": selector})
         return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
@@ -334,12 +336,10 @@ class Kube:
 
     def list_secrets_data(self, namespace: str, label_selector: str) -> list[tuple[str, dict[str, str]]]:
         """(name, `.data` with base64 values) of the Secrets the selector picks. Never logged."""
-        found = self.rest.request(
-            "GET", _namespaced("v1", namespace, "secrets"), query={"labelSelector": label_selector}
-        )
+        found = self.rest.items(_namespaced("v1", namespace, "secrets"), {"labelSelector": label_selector})
         return [
             (str(s["metadata"]["name"]), {str(k): str(v) for k, v in (s.get("data") or {}).items()})
-            for s in found.get("items") or ()
+            for s in found
             if s.get("metadata")
         ]
 
@@ -348,11 +348,10 @@ class Kube:
         return self.rest.get_or_none(_namespaced(ARGO, namespace, ARGO_PLURAL, name))
 
     def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
-        return list(self.rest.request("GET", _namespaced("apps/v1", namespace, "deployments")).get("items") or [])
+        return self.rest.items(_namespaced("apps/v1", namespace, "deployments"))
 
     def list_pods(self, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
-        found = self.rest.request("GET", _namespaced("v1", namespace, "pods"), query={"labelSelector": label_selector})
-        return list(found.get("items") or [])
+        return self.rest.items(_namespaced("v1", namespace, "pods"), {"labelSelector": label_selector})
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Deployment as the API server has it now; None when it does not exist."""
