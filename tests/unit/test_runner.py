@@ -12,6 +12,7 @@ from typing import Any
 
 from rollback_verifier.controller.metrics import Metrics
 from rollback_verifier.controller.runner import (
+    EVALUATION_INTERVAL,
     MAX_BACKOFF_SECONDS,
     PROGRESS_DETAIL_INTERVAL,
     PROGRESS_INTERVAL,
@@ -234,6 +235,78 @@ def test_a_change_of_state_is_written_within_the_progress_interval() -> None:
         op.runner.nudge(NS, "agents")
         await op.clock.run_until(lambda: len(op.cluster.patches) == 2, within=PROGRESS_INTERVAL)
         assert op.status()["targets"][0]["rolloutComplete"] is True
+        assert op.phase() == "Running"
+
+    run(scenario)
+
+
+class CountingCaches(FakeCaches):
+    """FakeCaches counting, per target, the evaluations (reads of its Deployment) and cache-state checks."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        super().__init__(cluster)
+        self.reads: dict[str, int] = {}
+        self.state_checks: dict[str, int] = {}
+
+    def deployment(self, namespace: str, name: str) -> Any:
+        self.reads[name] = self.reads.get(name, 0) + 1
+        return super().deployment(namespace, name)
+
+    def unsynced(self, namespace: str, name: str) -> str | None:
+        self.state_checks[name] = self.state_checks.get(name, 0) + 1
+        return super().unsynced(namespace, name)
+
+
+def counting(cluster: FakeCluster, targets: list[str]) -> tuple[Operator, CountingCaches]:
+    """An operator on CountingCaches, verifying one object whose targets are `targets` (all rolling out)."""
+    op = operator(cluster)
+    caches = CountingCaches(cluster)
+    op.runner.caches = caches
+    for name in targets:
+        cluster.deployments[(NS, name)] = deployment(
+            name, NS, images={"app": IMAGE_A}, replicas=3, total=3, updated=0, available=3
+        )
+        cluster.pods.setdefault(NS, []).extend(pod(f"{name}-{i}", name, NS, images={"app": IMAGE_A}) for i in range(3))
+    body = verification()
+    body["spec"]["targets"] = [{"name": name, "image": IMAGE_A} for name in targets]
+    cluster.add_verification(body)
+    return op, caches
+
+
+def test_a_burst_of_events_is_evaluated_once_per_interval_and_its_first_event_at_once() -> None:
+    async def scenario() -> None:
+        op, caches = counting(FakeCluster(), ["web"])
+        op.observe()
+        await op.clock.run_until(lambda: len(op.cluster.patches) == 1, within=2)
+        await op.clock.advance(1.0)  # a quiet spell
+        before = caches.reads["web"]
+        status = op.cluster.deployments[(NS, "web")]["status"]
+        # Five pod events within one interval: the first is judged at once, the other four together, once.
+        for updated in range(1, 6):
+            status["updatedReplicas"] = updated % 3
+            op.runner.nudge(NS, "web")
+            await op.clock.advance(EVALUATION_INTERVAL / 5)
+            if updated == 1:
+                assert caches.reads["web"] == before + 1
+        await op.clock.advance(EVALUATION_INTERVAL)
+        assert caches.reads["web"] == before + 2
+        # (A decisive change after a quiet spell is written at its own time: see the progress-throttle test.)
+
+    run(scenario)
+
+
+def test_an_event_of_one_target_checks_the_cache_state_of_that_target_only() -> None:
+    async def scenario() -> None:
+        targets = ["web", "api", "worker"]
+        op, caches = counting(FakeCluster(), targets)
+        op.observe()
+        await op.clock.run_until(lambda: len(op.cluster.patches) == 1, within=2)
+        before = dict(caches.state_checks)
+        assert set(before) == set(targets)
+        op.cluster.deployments[(NS, "api")]["status"]["updatedReplicas"] = 1
+        op.runner.nudge(NS, "api")
+        await op.clock.advance(EVALUATION_INTERVAL)
+        assert caches.state_checks == {**before, "api": before["api"] + 1}
         assert op.phase() == "Running"
 
     run(scenario)

@@ -83,6 +83,9 @@ PROGRESS_INTERVAL = 1.0  # seconds between two progress writes of one verificati
 PROGRESS_DETAIL_INTERVAL = 10.0  # ... when only counts changed, not the state
 RECENT_VERDICT_SECONDS = 600.0  # a verdict this recent gets its Event ensured by a starting operator
 RUNNING_GRACE_SECONDS = 1.0  # expected images resolved within this: no Running write of its own
+# A verification is evaluated at most this often: a burst of events (a rollout's pods, many targets at once)
+# is judged once per interval, not once per event; the first event after a quiet spell is judged at once.
+EVALUATION_INTERVAL = 0.1
 # When the fresh read disagrees with the caches, the verdict is evaluated again this soon at the latest.
 RECHECK_SECONDS = 2.0
 
@@ -90,6 +93,8 @@ RECHECK_SECONDS = 2.0
 Facts = Callable[[str, str], tuple[DeploymentView | None, list[PodView]]]
 # (namespace, name) -> (the caches' version of the target, its evaluation on those facts)
 _Kept = dict[tuple[str, str], tuple[int, TargetEvaluation]]
+# (namespace, name) -> (the caches' version of the target, what is wrong with its caches or None)
+_KeptState = dict[tuple[str, str], tuple[int, str | None]]
 
 
 class FreshReads(Protocol):
@@ -333,7 +338,11 @@ class VerificationRunner:
         for job in self._jobs.values():
             if (job.cluster.key if job.cluster else OWN) != cluster:
                 continue
-            if any(ns == namespace and (deployment is None or name == deployment) for ns, name in job.targets):
+            if (
+                (namespace, deployment) in job.targets
+                if deployment is not None
+                else any(ns == namespace for ns, _ in job.targets)
+            ):
                 job.last_change = now
                 job.wakeup.set()
 
@@ -478,6 +487,8 @@ class VerificationRunner:
         # Each target's evaluation on the caches, kept while their version says its facts are unchanged: a
         # pod event re-evaluates its own target only, however many targets the verification has.
         kept: _Kept = {}
+        kept_state: _KeptState = {}  # each target's cache state, also kept while its version is unchanged
+        last_evaluated: float | None = None
 
         def evaluate(read: Facts | None) -> Verdict:
             """The verdict on the caches (read=None) or on a fresh read from the API server."""
@@ -493,12 +504,17 @@ class VerificationRunner:
             )
 
         while True:
+            if last_evaluated is not None:
+                rest = EVALUATION_INTERVAL - (self.clock.monotonic() - last_evaluated)
+                if rest > 0:
+                    await self.clock.sleep(rest)  # the nudges meanwhile are judged together, next
             job.wakeup.clear()
             if (job.body.get("status") or {}).get("phase") in FINAL_PHASES:
                 return  # another writer recorded the verdict
             decided_by_change = job.last_change
             job.last_change = None
-            unsynced = self._unsynced(job)
+            last_evaluated = self.clock.monotonic()
+            unsynced = self._unsynced(job, kept_state)
             if unsynced is not None and self.clock.time() < deadline:
                 # Not judged on caches still listing (nor on ones the API server refuses): say why.
                 message = f"waiting for the caches: {unsynced}"
@@ -637,11 +653,24 @@ class VerificationRunner:
 
         return cached
 
-    def _unsynced(self, job: _Job) -> str | None:
+    def _unsynced(self, job: _Job, kept: _KeptState) -> str | None:
+        """What is wrong with the first target's caches that are not synced and working, or None. A target's
+        answer is kept while its version is unchanged (its version changes with its cache state too)."""
         caches = self._caches(job)
         if caches is None:
             return "no caches"
-        return next((p for t in sorted(job.cached_targets) if (p := caches.unsynced(*t)) is not None), None)
+        for target in sorted(job.cached_targets):
+            version = caches.version(*target)  # read before the state it labels
+            hit = kept.get(target)
+            if version is not None and hit is not None and hit[0] == version:
+                problem = hit[1]
+            else:
+                problem = caches.unsynced(*target)
+                if version is not None:
+                    kept[target] = (version, problem)
+            if problem is not None:
+                return problem
+        return None
 
     def _evaluate(
         self,

@@ -32,6 +32,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from rollback_verifier.core.plain import type_name
@@ -160,6 +161,9 @@ def _split_registry(name: str) -> tuple[str, str]:
     return registry, repository
 
 
+# Pure, and asked again about the same few references on every pod event of a target (ImageRef is
+# frozen): remembered. Bounded, as references come from users' specs and the cluster.
+@lru_cache(maxsize=4096)
 def parse_image(ref: str) -> ImageRef:
     """Parse a Docker/OCI image reference into a normalised `ImageRef`.
 

@@ -6,6 +6,7 @@ api/models.py's `Reason` (the CRD follows with `make crds`), one row here and it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from rollback_verifier.api.models import Reason
 
@@ -52,6 +53,7 @@ def fails_at_once(problems: set[Reason] | list[Reason]) -> bool:
     return any(RULES[p].fails_at_once for p in problems)
 
 
+@cache  # REASONS is fixed: asked once per condition per verdict, not once per target
 def shown_in(condition: str) -> frozenset[Reason]:
     """The reasons the condition `condition` reports."""
     return frozenset(r.reason for r in REASONS if r.condition == condition)

@@ -348,7 +348,8 @@ def _conditions(
     evals: Sequence[TargetEvaluation], application: ApplicationFacts | None, app_problem: Reason | None
 ) -> list[Condition]:
     out = [_cond("ExpectedImagesResolved", True, "Resolved", "expected images resolved for every target")]
-    rollout_problem = next((e for e in evals if e.problem in shown_in("RolloutComplete")), None)
+    rollout_reasons, image_reasons = shown_in("RolloutComplete"), shown_in("ImagesMatch")
+    rollout_problem = next((e for e in evals if e.problem in rollout_reasons), None)
     unfinished = next((e for e in evals if not e.status.rolloutComplete), None)
     if rollout_problem is None and unfinished is not None:
         # A template that does not pin the expected images yet (e.g. the stuck release being rolled back
@@ -360,7 +361,7 @@ def _conditions(
         problem = rollout_problem.problem
         reason = (RULES[problem].condition_reason or problem.value) if problem else "InProgress"
         out.append(_cond("RolloutComplete", False, reason, rollout_problem.detail))
-    image_problem = next((e for e in evals if e.problem in shown_in("ImagesMatch")), None)
+    image_problem = next((e for e in evals if e.problem in image_reasons), None)
     if image_problem is not None and image_problem.problem is not None:
         out.append(_cond("ImagesMatch", False, image_problem.problem.value, image_problem.detail))
     elif all(e.ok for e in evals):
