@@ -13,7 +13,8 @@ Deployment already rolled out), and measured:
   CHURN_DEPLOYMENTS Deployments of one namespace) divided by the Pod and Deployment events of that
   namespace (counted by the bench's own watch), (a) in a namespace nothing verifies, (b) in a namespace
   where one verification of one of those Deployments is Running, (c) there again with one verification
-  whose targets are all of them (every event is one a verification needs).
+  whose targets are all of them (every event is one a verification needs), beside the floor of (c):
+  bench.receive_floor's CPU over the same window, receiving and parsing those events and nothing else.
 
 The populated cluster is reused when kept (`populate` is idempotent). Figures for 10,000 pods are a
 projection, not a measurement.
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.agents import expected, verification
-from harness.support import ROOT, Cluster, running_operator
+from harness.support import ROOT, Cluster, running_operator, stop_process
 
 from bench.common import Recorder, bench_api, cpu_seconds, deployments_manifest, proc_status
 
@@ -108,26 +109,54 @@ def _phase(cluster: Cluster, ns: str, name: str) -> str | None:
     return (obj.get("status") or {}).get("phase")
 
 
-def _churn(cluster: Cluster, api: Any, pid: int, ns: str) -> dict[str, Any]:
-    """Restart the Deployments of `ns`; the operator's CPU over the window per event the namespace saw."""
+def _churn(cluster: Cluster, api: Any, pid: int, ns: str, *, floor: bool = False) -> dict[str, Any]:
+    """Restart the Deployments of `ns`; the operator's CPU over the window per event the namespace saw.
+    With `floor`, also that of bench.receive_floor over the same window: receiving and parsing each event
+    and nothing else."""
     rec = Recorder(api, ns).start()
+    receiver = _receive_floor(cluster, ns) if floor else None
     try:
         mark = rec.mark()
+        floor0 = cpu_seconds(receiver.pid) if receiver else 0.0
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         cluster.kubectl("-n", ns, "rollout", "restart", "deployment")
         for i in range(CHURN_DEPLOYMENTS):
             cluster.kubectl("-n", ns, "rollout", "status", f"deployment/churn-{i:04d}", "--timeout=180s")
         time.sleep(3)  # the last deletions' events
         cpu, seconds = cpu_seconds(pid) - cpu0, time.monotonic() - t0
+        floor_cpu = cpu_seconds(receiver.pid) - floor0 if receiver else None
         events = [e for e in rec.snapshot()[mark:] if e.kind in ("pod", "deployment")]
     finally:
         rec.stop()
-    return {
+        if receiver is not None:
+            stop_process(receiver)
+    out = {
         "events": len(events),
         "window_seconds": round(seconds, 1),
         "operator_cpu_seconds": round(cpu, 3),
         "cpu_ms_per_event": round(1000 * cpu / max(len(events), 1), 3),
     }
+    if floor_cpu is not None:
+        out["receive_floor_cpu_ms_per_event"] = round(1000 * floor_cpu / max(len(events), 1), 3)
+    return out
+
+
+def _receive_floor(cluster: Cluster, ns: str) -> subprocess.Popen[str]:
+    """bench.receive_floor on `ns`, once it has listed it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.receive_floor", str(cluster.kubeconfig), ns],
+        cwd=ROOT,
+        env=cluster.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != "synced":
+        stop_process(proc)
+        raise RuntimeError(f"bench.receive_floor did not sync on {ns}: {line or 'it exited'}")
+    return proc
 
 
 def _variant(
@@ -181,7 +210,7 @@ def _variant(
         cluster.kubectl("-n", verified_ns, "delete", "rbv", "held")
         cluster.apply(verification("held-all", {"targets": every, "timeoutSeconds": 3600}), verified_ns)
         time.sleep(5)
-        out["churn_every_deployment_a_target"] = _churn(cluster, api, pid, verified_ns)
+        out["churn_every_deployment_a_target"] = _churn(cluster, api, pid, verified_ns, floor=True)
         out["rss_mib_end"] = round(proc_status(pid)["VmRSS"] / 1024, 1)
     return out
 
