@@ -7,7 +7,8 @@ read gives up after CLIENT_TIMEOUT. It takes the API function to call, so the sa
 resource and any API client (another cluster's, later).
 
 Objects are parsed as JSON and reduced to views straight away (no client models, no deep copies, no
-diffs): the cost per event is one json.loads and one view.
+diffs): the cost per event is one json.loads and one view. A modification that leaves the view as it was
+(most of a pod's status updates but one: its node, its phase, condition timestamps) is not handed on.
 """
 
 from __future__ import annotations
@@ -212,7 +213,10 @@ class Informer(Generic[V]):
             else:
                 item = self._view(obj)
                 with self._lock:
+                    before = self._items.get(name)
                     self._items[name] = item
+                if kind == "MODIFIED" and before == item:
+                    continue  # nothing the view holds changed (a timestamp, an annotation): nothing to tell
                 self._emit(kind, name, item)
         log.debug("watch of %s ended after %.0fs; resuming at %s", self.what, time.monotonic() - started, rv)
         return rv
