@@ -12,12 +12,14 @@ from typing import Any
 
 from rollback_verifier.controller.metrics import Metrics
 from rollback_verifier.controller.runner import (
-    EVALUATION_INTERVAL,
+    EVALUATION_BURST,
+    EVALUATION_RATE,
     MAX_BACKOFF_SECONDS,
     PROGRESS_DETAIL_INTERVAL,
     PROGRESS_INTERVAL,
     RECENT_VERDICT_SECONDS,
     RECHECK_SECONDS,
+    EvaluationBudget,
     VerificationRunner,
     now_iso,
 )
@@ -273,7 +275,16 @@ def counting(cluster: FakeCluster, targets: list[str]) -> tuple[Operator, Counti
     return op, caches
 
 
-def test_a_burst_of_events_is_evaluated_once_per_interval_and_its_first_event_at_once() -> None:
+def test_the_evaluation_budget_gives_a_burst_at_once_then_its_rate() -> None:
+    budget = EvaluationBudget(rate=10.0, burst=3)
+    assert [budget.delay(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert budget.delay(0.0) == 0.1  # the fourth waits for a token
+    assert budget.delay(0.1) == 0.1  # taken at 0.1 by the fourth: the next one at 0.2
+    assert budget.delay(5.0) == 0.0  # a quiet spell refills it, up to the burst
+    assert [budget.delay(5.0) for _ in range(3)] == [0.0, 0.0, 0.1]
+
+
+def test_a_churn_of_events_is_evaluated_at_the_budget_s_rate_and_a_few_at_once() -> None:
     async def scenario() -> None:
         op, caches = counting(FakeCluster(), ["web"])
         op.observe()
@@ -281,15 +292,19 @@ def test_a_burst_of_events_is_evaluated_once_per_interval_and_its_first_event_at
         await op.clock.advance(1.0)  # a quiet spell
         before = caches.reads["web"]
         status = op.cluster.deployments[(NS, "web")]["status"]
-        # Five pod events within one interval: the first is judged at once, the other four together, once.
-        for updated in range(1, 6):
-            status["updatedReplicas"] = updated % 3
+        # A burst of events 1 ms apart: the first EVALUATION_BURST are judged each at once, the rest
+        # together at EVALUATION_RATE.
+        events = EVALUATION_BURST + 7
+        for i in range(events):
+            status["updatedReplicas"] = i % 2 + 1  # each event changes the facts
             op.runner.nudge(NS, "web")
-            await op.clock.advance(EVALUATION_INTERVAL / 5)
-            if updated == 1:
-                assert caches.reads["web"] == before + 1
-        await op.clock.advance(EVALUATION_INTERVAL)
-        assert caches.reads["web"] == before + 2
+            await op.clock.advance(0.001)
+            if i < EVALUATION_BURST:
+                assert caches.reads["web"] == before + i + 1
+        await op.clock.advance(1 / EVALUATION_RATE)
+        assert caches.reads["web"] == before + EVALUATION_BURST + 1
+        await op.clock.advance(1.0)
+        assert caches.reads["web"] == before + EVALUATION_BURST + 1  # nothing new: no evaluation
         # (A decisive change after a quiet spell is written at its own time: see the progress-throttle test.)
 
     run(scenario)
@@ -305,7 +320,7 @@ def test_an_event_of_one_target_checks_the_cache_state_of_that_target_only() -> 
         assert set(before) == set(targets)
         op.cluster.deployments[(NS, "api")]["status"]["updatedReplicas"] = 1
         op.runner.nudge(NS, "api")
-        await op.clock.advance(EVALUATION_INTERVAL)
+        await op.clock.advance(0.1)
         assert caches.state_checks == {**before, "api": before["api"] + 1}
         assert op.phase() == "Running"
 
