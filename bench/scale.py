@@ -162,6 +162,9 @@ def _receive_floor(cluster: Cluster, ns: str) -> subprocess.Popen[str]:
 def _variant(
     cluster: Cluster, api: Any, workdir: Path, source: Path | None, *, image: str, verified_ns: str, churn_ns: str
 ) -> dict[str, Any]:
+    # Its pods Running is not enough: right after populate the Deployment controller may still be working
+    # through its backlog, and the probe's status says it rolled out only once it has updated it.
+    cluster.kubectl("-n", PROBE_NS, "rollout", "status", "deployment/probe", f"--timeout={VERDICT_TIMEOUT}s")
     for name in ("probe", "held", "held-all"):
         cluster.kubectl("-n", PROBE_NS if name == "probe" else verified_ns, "delete", "rbv", name, "--ignore-not-found")
     cluster.apply(
