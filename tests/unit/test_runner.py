@@ -12,14 +12,11 @@ from typing import Any
 
 from rollback_verifier.controller.metrics import Metrics
 from rollback_verifier.controller.runner import (
-    EVALUATION_BURST,
-    EVALUATION_RATE,
     MAX_BACKOFF_SECONDS,
     PROGRESS_DETAIL_INTERVAL,
     PROGRESS_INTERVAL,
     RECENT_VERDICT_SECONDS,
     RECHECK_SECONDS,
-    EvaluationBudget,
     VerificationRunner,
     now_iso,
 )
@@ -243,16 +240,11 @@ def test_a_change_of_state_is_written_within_the_progress_interval() -> None:
 
 
 class CountingCaches(FakeCaches):
-    """FakeCaches counting, per target, the evaluations (reads of its Deployment) and cache-state checks."""
+    """FakeCaches counting, per target, the checks of its cache state."""
 
     def __init__(self, cluster: FakeCluster) -> None:
         super().__init__(cluster)
-        self.reads: dict[str, int] = {}
         self.state_checks: dict[str, int] = {}
-
-    def deployment(self, namespace: str, name: str) -> Any:
-        self.reads[name] = self.reads.get(name, 0) + 1
-        return super().deployment(namespace, name)
 
     def unsynced(self, namespace: str, name: str) -> str | None:
         self.state_checks[name] = self.state_checks.get(name, 0) + 1
@@ -273,41 +265,6 @@ def counting(cluster: FakeCluster, targets: list[str]) -> tuple[Operator, Counti
     body["spec"]["targets"] = [{"name": name, "image": IMAGE_A} for name in targets]
     cluster.add_verification(body)
     return op, caches
-
-
-def test_the_evaluation_budget_gives_a_burst_at_once_then_its_rate() -> None:
-    budget = EvaluationBudget(rate=10.0, burst=3)
-    assert [budget.delay(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert budget.delay(0.0) == 0.1  # the fourth waits for a token
-    assert budget.delay(0.1) == 0.1  # taken at 0.1 by the fourth: the next one at 0.2
-    assert budget.delay(5.0) == 0.0  # a quiet spell refills it, up to the burst
-    assert [budget.delay(5.0) for _ in range(3)] == [0.0, 0.0, 0.1]
-
-
-def test_a_churn_of_events_is_evaluated_at_the_budget_s_rate_and_a_few_at_once() -> None:
-    async def scenario() -> None:
-        op, caches = counting(FakeCluster(), ["web"])
-        op.observe()
-        await op.clock.run_until(lambda: len(op.cluster.patches) == 1, within=2)
-        await op.clock.advance(1.0)  # a quiet spell
-        before = caches.reads["web"]
-        status = op.cluster.deployments[(NS, "web")]["status"]
-        # A burst of events 1 ms apart: the first EVALUATION_BURST are judged each at once, the rest
-        # together at EVALUATION_RATE.
-        events = EVALUATION_BURST + 7
-        for i in range(events):
-            status["updatedReplicas"] = i % 2 + 1  # each event changes the facts
-            op.runner.nudge(NS, "web")
-            await op.clock.advance(0.001)
-            if i < EVALUATION_BURST:
-                assert caches.reads["web"] == before + i + 1
-        await op.clock.advance(1 / EVALUATION_RATE)
-        assert caches.reads["web"] == before + EVALUATION_BURST + 1
-        await op.clock.advance(1.0)
-        assert caches.reads["web"] == before + EVALUATION_BURST + 1  # nothing new: no evaluation
-        # (A decisive change after a quiet spell is written at its own time: see the progress-throttle test.)
-
-    run(scenario)
 
 
 def test_an_event_of_one_target_checks_the_cache_state_of_that_target_only() -> None:

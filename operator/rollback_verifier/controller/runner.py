@@ -83,11 +83,6 @@ PROGRESS_INTERVAL = 1.0  # seconds between two progress writes of one verificati
 PROGRESS_DETAIL_INTERVAL = 10.0  # ... when only counts changed, not the state
 RECENT_VERDICT_SECONDS = 600.0  # a verdict this recent gets its Event ensured by a starting operator
 RUNNING_GRACE_SECONDS = 1.0  # expected images resolved within this: no Running write of its own
-# How often one verification is evaluated: at once for each event while its budget lasts (a rollback's few
-# events, the decisive one included, wait for nothing), then at most EVALUATION_RATE times a second, each
-# evaluation judging every event since the last (a churn of many targets: not one evaluation per event).
-EVALUATION_BURST = 5
-EVALUATION_RATE = 10.0
 # When the fresh read disagrees with the caches, the verdict is evaluated again this soon at the latest.
 RECHECK_SECONDS = 2.0
 
@@ -243,31 +238,6 @@ class _Verdict:
     started: float
     completed: float
     decided_by_change: float | None
-
-
-@dataclass
-class EvaluationBudget:
-    """A token bucket of evaluations: `burst` at once, then `rate` a second."""
-
-    rate: float
-    burst: float
-    tokens: float = field(init=False)
-    at: float | None = field(default=None, init=False)  # when `tokens` was counted
-
-    def __post_init__(self) -> None:
-        self.tokens = self.burst
-
-    def delay(self, now: float) -> float:
-        """Seconds from `now` until the next evaluation may run (0: at once); it takes its token."""
-        if self.at is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        if self.tokens >= 1:
-            self.tokens -= 1
-            self.at = now
-            return 0.0
-        wait = (1 - self.tokens) / self.rate
-        self.tokens, self.at = 0.0, now + wait
-        return wait
 
 
 @dataclass
@@ -515,7 +485,6 @@ class VerificationRunner:
         # pod event re-evaluates its own target only, however many targets the verification has.
         kept: _Kept = {}
         kept_state: _KeptState = {}  # each target's cache state, also kept while its version is unchanged
-        budget = EvaluationBudget(rate=EVALUATION_RATE, burst=EVALUATION_BURST)
 
         def evaluate(read: Facts | None) -> Verdict:
             """The verdict on the caches (read=None) or on a fresh read from the API server."""
@@ -531,9 +500,6 @@ class VerificationRunner:
             )
 
         while True:
-            delay = budget.delay(self.clock.monotonic())
-            if delay > 0:
-                await self.clock.sleep(delay)  # the nudges meanwhile are judged together, next
             job.wakeup.clear()
             if (job.body.get("status") or {}).get("phase") in FINAL_PHASES:
                 return  # another writer recorded the verdict

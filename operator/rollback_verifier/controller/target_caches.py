@@ -9,8 +9,8 @@ verifications, not with the cluster, and no pod of an unverified namespace or De
 
 Changes are handed to the event loop coalesced: informer threads add the changed target to a pending set,
 and only the first addition after a drain schedules one call on the loop, which nudges every pending
-target once. A burst of pod events costs one loop wake-up, and each verification is evaluated at most
-once per wake-up (and at most at its evaluation budget's rate: runner.EvaluationBudget), not once per event.
+target once. A burst of pod events costs one loop wake-up, and each verification is evaluated once per
+wake-up, not once per event.
 """
 
 from __future__ import annotations
