@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import kopf
 from pydantic import ValidationError
@@ -86,12 +87,25 @@ RUNNING_GRACE_SECONDS = 1.0  # expected images resolved within this: no Running 
 # When the fresh read disagrees with the caches, the verdict is evaluated again this soon at the latest.
 RECHECK_SECONDS = 2.0
 
+T = TypeVar("T")
+
 # What a verdict reads about one target: its Deployment (None: not found) and the pods it selects.
 Facts = Callable[[str, str], tuple[DeploymentView | None, list[PodView]]]
-# (namespace, name) -> (the caches' version of the target, its evaluation on those facts)
-_Kept = dict[tuple[str, str], tuple[int, TargetEvaluation]]
-# (namespace, name) -> (the caches' version of the target, what is wrong with its caches or None)
-_KeptState = dict[tuple[str, str], tuple[int, str | None]]
+# (namespace, name) -> (the caches' version of the target, what was worked out from those facts)
+_Kept = dict[tuple[str, str], tuple[int, T]]
+
+
+def _kept_for_version(kept: _Kept[T] | None, target: tuple[str, str], version: int | None, work: Callable[[], T]) -> T:
+    """work() for `target`, reused while the caches' `version` of it is unchanged (read `version` before
+    the facts `work` reads: a version then never labels newer facts than it stands for). With no `kept` or
+    no version (not cached), work() every time."""
+    hit = kept.get(target) if kept is not None else None
+    if version is not None and hit is not None and hit[0] == version:
+        return hit[1]
+    value = work()
+    if kept is not None and version is not None:
+        kept[target] = (version, value)
+    return value
 
 
 class FreshReads(Protocol):
@@ -483,8 +497,8 @@ class VerificationRunner:
         previous_fresh: tuple[Phase, Reason | None] | None = None
         # Each target's evaluation on the caches, kept while their version says its facts are unchanged: a
         # pod event re-evaluates its own target only, however many targets the verification has.
-        kept: _Kept = {}
-        kept_state: _KeptState = {}  # each target's cache state, also kept while its version is unchanged
+        kept: _Kept[TargetEvaluation] = {}
+        kept_state: _Kept[str | None] = {}  # each target's cache state, kept the same way
 
         def evaluate(read: Facts | None) -> Verdict:
             """The verdict on the caches (read=None) or on a fresh read from the API server."""
@@ -644,21 +658,16 @@ class VerificationRunner:
 
         return cached
 
-    def _unsynced(self, job: _Job, kept: _KeptState) -> str | None:
+    def _unsynced(self, job: _Job, kept: _Kept[str | None]) -> str | None:
         """What is wrong with the first target's caches that are not synced and working, or None. A target's
         answer is kept while its version is unchanged (its version changes with its cache state too)."""
         caches = self._caches(job)
         if caches is None:
             return "no caches"
         for target in sorted(job.cached_targets):
-            version = caches.version(*target)  # read before the state it labels
-            hit = kept.get(target)
-            if version is not None and hit is not None and hit[0] == version:
-                problem = hit[1]
-            else:
-                problem = caches.unsynced(*target)
-                if version is not None:
-                    kept[target] = (version, problem)
+            problem = _kept_for_version(
+                kept, target, caches.version(*target), functools.partial(caches.unsynced, *target)
+            )
             if problem is not None:
                 return problem
         return None
@@ -672,25 +681,23 @@ class VerificationRunner:
         deadline_passed: bool,
         from_hook: bool,
         read: Facts,
-        kept: _Kept | None = None,
+        kept: _Kept[TargetEvaluation] | None = None,
         caches: TargetStore | None = None,
     ) -> Verdict:
         """The verdict on what `read` returns: the watch caches, or a fresh read. With `kept` (and the
         `caches` read), the evaluation of a target whose cached facts kept their version is reused."""
+
+        def evaluation(t: Target) -> TargetEvaluation:
+            ns = t.namespace or ""
+            deployment, pods = read(ns, t.name)
+            expected = expectations.images[(ns, t.name)]
+            return evaluate_target(TargetInput(t, expected, deployment, pods), spec.digestPolicy)
+
         evals = []
         for t in targets:
-            ns = t.namespace or ""
-            version = caches.version(ns, t.name) if kept is not None and caches is not None else None
-            hit = kept.get((ns, t.name)) if kept is not None else None
-            if version is not None and hit is not None and hit[0] == version:
-                evals.append(hit[1])
-                continue
-            deployment, pods = read(ns, t.name)  # read after the version
-            expected = expectations.images[(ns, t.name)]
-            evaluation = evaluate_target(TargetInput(t, expected, deployment, pods), spec.digestPolicy)
-            if kept is not None and version is not None:
-                kept[(ns, t.name)] = (version, evaluation)
-            evals.append(evaluation)
+            key = (t.namespace or "", t.name)
+            version = caches.version(*key) if kept is not None and caches is not None else None
+            evals.append(_kept_for_version(kept, key, version, functools.partial(evaluation, t)))
         facts = None
         if spec.application is not None:
             app = self._application(spec)
