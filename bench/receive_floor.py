@@ -4,12 +4,13 @@ client, and does nothing else with them. bench.scale runs it beside the operator
 an operator needs at least for an event it must read, on this machine, at this event rate (a process
 woken for each event runs it with cold caches: several times the cost of the same code in a loop).
 
-    python -m bench.receive_floor KUBECONFIG NAMESPACE   # prints "synced", then runs until stdin closes
+    python -m bench.receive_floor KUBECONFIG NAMESPACE   # prints "synced", then runs until terminated
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 
 from rollback_verifier.controller.informer import Informer
 from rollback_verifier.controller.kube import Kube, load_client_config
@@ -28,9 +29,7 @@ def main(kubeconfig: str, namespace: str) -> int:
         print(f"not synced after {SYNC_TIMEOUT}s", flush=True)
         return 1
     print("synced", flush=True)
-    sys.stdin.read()  # until the bench closes stdin
-    for informer in informers:
-        informer.stop()
+    threading.Event().wait()  # until the bench terminates it (the informers' threads are daemons)
     return 0
 
 

@@ -147,7 +147,6 @@ def _receive_floor(cluster: Cluster, ns: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "bench.receive_floor", str(cluster.kubeconfig), ns],
         cwd=ROOT,
         env=cluster.env,
-        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
