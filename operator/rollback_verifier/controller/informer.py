@@ -8,7 +8,7 @@ resource and any API client (another cluster's, later).
 
 Objects are parsed as JSON and reduced to views straight away (no client models, no deep copies, no
 diffs): the cost per event is one json.loads and one view. A modification that leaves the view as it was
-(most of a pod's status updates but one: its node, its phase, condition timestamps) is not handed on.
+(a pod's node or phase set, a timestamp or an annotation changed) is not handed on to the listener.
 """
 
 from __future__ import annotations
@@ -215,8 +215,10 @@ class Informer(Generic[V]):
                 with self._lock:
                     before = self._items.get(name)
                     self._items[name] = item
-                if kind == "MODIFIED" and before == item:
-                    continue  # nothing the view holds changed (a timestamp, an annotation): nothing to tell
+                # Nothing the view holds changed (a timestamp, an annotation): nothing to tell. A view that is
+                # the object itself always changed (its resourceVersion), and is not compared field by field.
+                if kind == "MODIFIED" and item is not obj and before == item:
+                    continue
                 self._emit(kind, name, item)
         log.debug("watch of %s ended after %.0fs; resuming at %s", self.what, time.monotonic() - started, rv)
         return rv
