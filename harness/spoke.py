@@ -89,17 +89,8 @@ class Spoke:
         return json.dumps(secret)
 
     def watches(self) -> int:
-        """Namespaced WATCHes of Pods and Deployments the spoke's API server serves now (its own
-        controllers watch cluster-wide: these are the operator's)."""
-        total = 0
-        for line in self.cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines():
-            if (
-                line.startswith("apiserver_longrunning_requests{")
-                and 'verb="WATCH"' in line
-                and 'scope="namespace"' in line
-            ) and ('resource="pods"' in line or 'resource="deployments"' in line):
-                total += int(float(line.rsplit(" ", 1)[1]))
-        return total
+        """Namespaced WATCHes of Pods and Deployments the spoke's API server serves now: the operator's."""
+        return self.cluster.namespaced_watches()
 
     def outage(self, seconds: int) -> subprocess.Popen[str]:
         """`cluster.sh outage`: the spoke's etcd and API server stopped for `seconds`, then started again.

@@ -49,6 +49,20 @@ class Cluster:
     def get(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
+    def namespaced_watches(self) -> int:
+        """WATCHes of Pods and Deployments within a namespace the API server serves now (its own controllers
+        watch cluster-wide: these are operators'). A watch of one object by name (a fieldSelector on
+        metadata.name, as the operator watches a target Deployment) counts under scope "resource"."""
+        total = 0
+        for line in self.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+            if (
+                line.startswith("apiserver_longrunning_requests{")
+                and 'verb="WATCH"' in line
+                and ('scope="namespace"' in line or 'scope="resource"' in line)
+            ) and ('resource="pods"' in line or 'resource="deployments"' in line):
+                total += int(float(line.rsplit(" ", 1)[1]))
+        return total
+
     def apply(self, manifest: str, namespace: str | None = None) -> None:
         ns = ["-n", namespace] if namespace else []
         self.kubectl(*ns, "apply", "-f", "-", input=manifest)

@@ -60,7 +60,9 @@ def test_watches_frozen_during_a_rollback_never_yield_a_false_verdict(
             timeout=60,
             what="the verification to wait for the rollout of B to A",
         )
-        assert proxy.freeze() >= 2, "the operator's watch connections were not frozen"
+        # Its four watches (a Deployment and its pods, per target) open, so that the freeze holds them all.
+        cluster.wait_for(lambda: cluster.namespaced_watches() >= 4, timeout=30, what="the operator's watches")
+        assert proxy.freeze() >= 4, "the operator's watch connections were not frozen"
         cluster.helm("rollback", "agents", "1", "-n", namespace)
         for d in ("agents", "agents-controllers"):
             cluster.rollout_status(namespace, d)
